@@ -1,0 +1,56 @@
+"""DuckDB table definitions of the warehouse (ledger, training index, features, model state).
+
+Raw subject ids live only here, in `requests.subject_id` and `training_index.subject_id`."""
+
+from __future__ import annotations
+
+WAREHOUSE_SCHEMA_VERSION = 1
+
+DDL = [
+    """CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS training_index (
+        dataset VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, subject_id VARCHAR NOT NULL,
+        row_idx INTEGER NOT NULL, split VARCHAR NOT NULL, label INTEGER NOT NULL,
+        PRIMARY KEY (dataset, sample_id))""",
+    """CREATE TABLE IF NOT EXISTS models (
+        model_name VARCHAR PRIMARY KEY, dataset VARCHAR NOT NULL, recipe VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS model_versions (
+        model_name VARCHAR NOT NULL, version INTEGER NOT NULL, lineage VARCHAR NOT NULL,
+        method VARCHAR NOT NULL, guarantee VARCHAR NOT NULL, epsilon DOUBLE,
+        certificate_sha256 VARCHAR NOT NULL, weights_sha256 VARCHAR NOT NULL,
+        ledger_json VARCHAR NOT NULL, run_id VARCHAR, created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (model_name, version))""",
+    """CREATE TABLE IF NOT EXISTS forgotten_samples (
+        model_name VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, model_version INTEGER NOT NULL,
+        PRIMARY KEY (model_name, sample_id))""",
+    """CREATE TABLE IF NOT EXISTS manifest_files (
+        file_digest VARCHAR PRIMARY KEY, file_name VARCHAR NOT NULL, received_at TIMESTAMPTZ NOT NULL,
+        rows_received BIGINT NOT NULL, outcome VARCHAR NOT NULL, reason VARCHAR,
+        quarantine_path VARCHAR, contract_version VARCHAR NOT NULL, validation_json VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS requests (
+        file_digest VARCHAR NOT NULL, row_number BIGINT NOT NULL, request_id VARCHAR,
+        subject_id VARCHAR, subject_hash VARCHAR, request_hash VARCHAR, requested_at TIMESTAMPTZ,
+        legal_basis VARCHAR, model_name VARCHAR, deadline TIMESTAMPTZ, sample_ids VARCHAR[],
+        content_sha256 VARCHAR, state VARCHAR NOT NULL, reason VARCHAR, run_id VARCHAR,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (file_digest, row_number))""",
+    """CREATE TABLE IF NOT EXISTS applications (
+        file_digest VARCHAR NOT NULL, row_number BIGINT NOT NULL, model_name VARCHAR NOT NULL,
+        model_version INTEGER NOT NULL, certificate_sha256 VARCHAR NOT NULL,
+        guarantee VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (file_digest, row_number, model_name))""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, model_name VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ, status VARCHAR NOT NULL, model_version INTEGER,
+        plan_json VARCHAR, summary_json VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS memorization_features (
+        model_name VARCHAR NOT NULL, model_version INTEGER NOT NULL, sample_id VARCHAR NOT NULL,
+        confidence DOUBLE, max_confidence DOUBLE, entropy DOUBLE, binary_accuracy DOUBLE,
+        visits BIGINT, PRIMARY KEY (model_name, model_version, sample_id))""",
+    """CREATE TABLE IF NOT EXISTS proxy_directions (
+        proxy VARCHAR PRIMARY KEY, high_memorisation_when VARCHAR NOT NULL)""",
+    """CREATE OR REPLACE VIEW quarantine AS
+        SELECT file_digest, row_number, request_id, reason, updated_at FROM requests
+        WHERE state = 'quarantined'""",
+]

@@ -1,0 +1,283 @@
+"""The `forgetflow` command line. Heavy imports (prefect, mlflow, torch) happen inside commands,
+after the state directory's environment is exported, so `--help` is instant."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from data_contracts.errors import ForgetflowError
+from data_contracts.settings import Settings, apply_library_environment
+from flows.privacy_command import privacy
+
+app = typer.Typer(
+    help="forgetflow: make trained models forget deleted subjects, and prove it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+app.command("privacy")(privacy)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    settings.ensure_dirs()
+    apply_library_environment(settings)
+    return settings
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """One clear line and exit code 2 for errors a user can act on; tracebacks only for bugs."""
+    try:
+        yield
+    except ForgetflowError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _rich_progress() -> Iterator[None]:
+    from tasks.progress import progress_sink
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bars:
+        tasks: dict[str, Any] = {}
+
+        def factory(label: str) -> Callable[[int, int], None]:
+            def update(done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = bars.add_task(label, total=total)
+                bars.update(tasks[label], completed=done, total=total)
+
+            return update
+
+        with progress_sink(factory):
+            yield
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="digits | breast_cancer")] = "digits",
+    recipe: Annotated[str, typer.Option(help="pnsgd")] = "pnsgd",
+    name: Annotated[str, typer.Option(help="registered model name")] = "digits-logreg",
+    seed: int = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Train an unlearning-ready model and register it as version 1 (alias champion)."""
+    _settings()
+    with _user_errors(), _rich_progress():
+        from flows.train import train_flow
+
+        summary = train_flow(dataset=dataset, recipe=recipe, name=name, seed=seed)
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(
+            f"trained [bold]{name}[/] v{summary['version']} (champion): test accuracy "
+            f"{summary['test_accuracy']:.3f}, {summary['grad_evals']:.0f} grad-evals"
+        )
+
+
+def _policy(guarantee: str | None, epsilon: float | None, delta: float | None):
+    from data_contracts.policy import Policy
+
+    fields = {
+        k: v
+        for k, v in {"guarantee": guarantee, "epsilon": epsilon, "delta": delta}.items()
+        if v is not None
+    }
+    try:
+        return Policy(**fields)
+    except ValueError as err:
+        raise ForgetflowError(f"invalid policy: {err}") from None
+
+
+@app.command()
+def run(
+    model: Annotated[
+        str | None, typer.Option(help="only this model (default: every model)")
+    ] = None,
+    guarantee: Annotated[str | None, typer.Option(help="exact | certified | audited")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="target epsilon (default 1.0)")] = None,
+    delta: Annotated[float | None, typer.Option(help="target delta (default 1/n)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="plan only; requests stay pending")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the forgetting flow once (the nightly deployment runs the same flow)."""
+    _settings()
+    with _user_errors():
+        policy = _policy(guarantee, epsilon, delta)
+        with _rich_progress():
+            from flows.forget import forget_flow
+
+            report = forget_flow(model_name=model, policy=policy, dry_run=dry_run)
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        print_report(report)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Rich summary: files, per-model outcome with path, cost vs retrain, epsilon, accuracy."""
+    for f in report["files"]:
+        extra = f" ({f['reason']})" if f.get("reason") else ""
+        out.print(
+            f"manifest {f['file_name']}: {f['outcome']}, {f['rows']} rows {f.get('states') or ''}{extra}",
+            highlight=False,
+        )
+    for m in report["models"]:
+        table = Table(title=f"forgetting run: {m['model_name']}", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        if "grad_evals" not in m:
+            table.add_row("outcome", str(m.get("method", "dry run")))
+            table.add_row("requests", str(m.get("requests", 0)))
+            if "plan" in m:
+                table.add_row("would choose", f"{m['plan']['chosen']}: {m['plan']['why']}")
+            out.print(table)
+            continue
+        ratio = m["grad_evals"] / m["retrain_grad_evals"]
+        eps = (
+            f"{m['epsilon']:.3g} (delta {m['delta']:.2g})" if m.get("epsilon") is not None else "-"
+        )
+        table.add_row("new version", f"v{m['version']} (champion)")
+        table.add_row("requests applied", f"{m['requests']} ({m['samples']} training samples)")
+        table.add_row("path", f"{m['method']} ({m['guarantee']})")
+        table.add_row("why", m["why"])
+        table.add_row("epsilon", eps)
+        table.add_row(
+            "cost vs retrain",
+            f"{m['grad_evals']:.0f} / {m['retrain_grad_evals']:.0f} grad-evals = {ratio:.1%}",
+        )
+        table.add_row(
+            "test accuracy", f"{m['test_accuracy_before']:.3f} -> {m['test_accuracy_after']:.3f}"
+        )
+        table.add_row(
+            "MIA AUC (forget vs test)", f"{m['mia_auc_before']:.3f} -> {m['mia_auc_after']:.3f}"
+        )
+        out.print(table)
+    s = report["status"]
+    out.print(
+        f"ledger: {s['rows_received']} rows received = "
+        + " + ".join(f"{v} {k}" for k, v in s["states"].items()),
+        highlight=False,
+    )
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Requests per state and per manifest file (states always sum to rows received)."""
+    settings = _settings()
+    from tasks import warehouse
+
+    with warehouse.connect(settings) as con:
+        report = {
+            "rows_received": warehouse.rows_received(con),
+            "states": warehouse.state_counts(con),
+            "files": warehouse.files_summary(con),
+        }
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table(title=f"ledger: {report['rows_received']} rows received")
+    table.add_column("state")
+    table.add_column("rows", justify="right")
+    for k, v in report["states"].items():
+        table.add_row(k, str(v))
+    out.print(table)
+    files = Table(title="manifest files")
+    for col in ("file", "digest", "rows", "outcome", "reason"):
+        files.add_column(col)
+    for f in report["files"]:
+        files.add_row(
+            f["file_name"], f["digest"][:12], str(f["rows"]), f["outcome"], f["reason"] or ""
+        )
+    out.print(files)
+
+
+@app.command()
+def audit(subject_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A subject's requests, their states, and the model versions (and guarantees) that forgot them."""
+    settings = _settings()
+    from tasks import ledger, warehouse
+
+    with warehouse.connect(settings) as con:
+        report = {"subject_id": subject_id, "requests": ledger.subject_requests(con, subject_id)}
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table(title=f"audit of {subject_id}: {len(report['requests'])} request rows")
+    for col in ("request", "state", "reason", "model", "version", "guarantee", "certificate"):
+        table.add_column(col)
+    for r in report["requests"]:
+        table.add_row(
+            r["request_id"] or "",
+            r["state"],
+            r["reason"] or "",
+            r["model_name"] or "",
+            str(r["model_version"] or ""),
+            r["guarantee"] or "",
+            (r["certificate_sha256"] or "")[:16],
+        )
+    out.print(table)
+
+
+@app.command()
+def demo(
+    home: Annotated[
+        Path | None,
+        typer.Option(help="state directory (default: $FORGETFLOW_HOME/demo, wiped first)"),
+    ] = None,
+) -> None:
+    """Train on digits, deliver a sample manifest, run the flow, print the summary."""
+    base = Settings()
+    home = home or base.home / "demo"
+    if home.exists():
+        console.print(f"demo: starting from a clean state directory {home}")
+        shutil.rmtree(home)
+    os.environ["FORGETFLOW_HOME"] = str(home)
+    settings = _settings()
+    with _user_errors(), _rich_progress():
+        from flows.forget import forget_flow
+        from flows.sample_manifest import write_sample_manifest
+        from flows.train import train_flow
+
+        console.print("[bold]1/3[/] training digits-logreg (PNSGD, certified-unlearning ready)")
+        trained = train_flow(dataset="digits", recipe="pnsgd", name="digits-logreg", seed=0)
+        out.print(
+            f"trained digits-logreg v{trained['version']}: test accuracy {trained['test_accuracy']:.3f}"
+        )
+        manifest = write_sample_manifest(
+            settings.inbox / "2026-11-22-deletions.parquet",
+            model_name="digits-logreg",
+            subjects=["subject-3", "subject-17", "subject-42", "subject-101"],
+        )
+        console.print(f"[bold]2/3[/] delivered {manifest.name} to the inbox")
+        console.print("[bold]3/3[/] running the forgetting flow")
+        report = forget_flow(model_name=None)
+    print_report(report)
+    out.print(f"state directory: {home}  (try: FORGETFLOW_HOME={home} forgetflow audit subject-17)")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

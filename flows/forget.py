@@ -1,0 +1,140 @@
+"""The forgetting flow: what the nightly deployment and `forgetflow run` execute.
+
+ingest -> validate -> quarantine -> (per model, under a lock) recover crashed runs -> claim ->
+resolve + memorisation profile -> plan -> unlearn -> evaluate (fallback on failure) -> publish ->
+finalize the ledger."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from filelock import FileLock, Timeout
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from data_contracts.errors import ForgetflowError
+from data_contracts.policy import Policy
+from data_contracts.settings import Settings
+from flows.reporting import publish_run_artifacts
+from tasks import forgetting, warehouse
+
+
+@contextmanager
+def model_lock(settings: Settings, model_name: str) -> Iterator[None]:
+    """One forgetting run per model at a time, across processes; a second one refuses at once."""
+    lock_dir = settings.home / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_dir / f"{model_name}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ForgetflowError(
+            f"model '{model_name}': another forgetting run holds its lock; nothing was changed, "
+            "try again when it finishes"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def forget_model(
+    settings: Settings,
+    *,
+    model_name: str,
+    policy: Policy,
+    run_id: str,
+    dry_run: bool,
+    seed: int | None,
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    for note in forgetting.recover_interrupted(settings, model_name=model_name):
+        logger.warning(note)
+    claim = forgetting.claim_requests(settings, model_name=model_name, run_id=run_id)
+    if not claim.request_keys:
+        forgetting.release(settings, run_id=run_id, reason="no pending requests")
+        return {"model_name": model_name, "requests": 0, "method": "nothing to do"}
+    try:
+        if not claim.sample_ids:
+            return forgetting.finalize_without_new_version(settings, claim=claim)
+        ctx = forgetting.load_context(settings, claim=claim)
+        plan = forgetting.plan_forgetting(ctx, policy=policy)
+        if dry_run:
+            forgetting.release(settings, run_id=run_id, reason="dry run")
+            return {
+                "model_name": model_name,
+                "requests": len(claim.request_keys),
+                "dry_run": True,
+                "plan": plan.as_dict(),
+            }
+        failed: list[str] = []
+        while True:
+            result = forgetting.unlearn(
+                ctx, plan=plan, seed=seed if seed is not None else secrets.randbits(62)
+            )
+            evaluation = forgetting.evaluate(ctx, result=result, policy=policy)
+            if evaluation["passed"]:
+                break
+            logger.warning(
+                "path %s failed verification (%s); falling back",
+                plan.chosen.path,
+                "; ".join(evaluation["reasons"]),
+            )
+            failed.append(plan.chosen.path)
+            plan = forgetting.plan_forgetting(ctx, policy=policy, exclude=tuple(failed))
+        summary = forgetting.publish_and_finalize(
+            settings, ctx=ctx, claim=claim, plan=plan, result=result, evaluation=evaluation
+        )
+        summary["plan"] = plan.as_dict()
+        summary["overdue"] = claim.overdue
+        summary["failed_paths"] = failed
+        return summary
+    except BaseException:
+        # Finish the run if its version reached MLflow, else give the requests back: never both.
+        forgetting.recover_interrupted(settings, model_name=model_name)
+        raise
+
+
+@flow(name="forget", log_prints=True)
+def forget_flow(
+    model_name: str | None = None,
+    policy: Policy | None = None,
+    dry_run: bool = False,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Ingest the inbox and make each model (or `model_name`) forget its pending requests."""
+    settings = Settings()
+    settings.ensure_dirs()
+    policy = policy or Policy()
+    files = forgetting.ingest_inbox(settings)
+    with warehouse.connect(settings) as con:
+        known = warehouse.model_names(con)
+    if model_name is not None and model_name not in known:
+        raise ForgetflowError(
+            f"unknown model '{model_name}'; known: {', '.join(known) or 'none (run forgetflow train)'}"
+        )
+    flow_id = str(flow_run.get_id() or f"local-{secrets.token_hex(4)}")
+    results = []
+    for name in [model_name] if model_name else known:
+        with model_lock(settings, name):
+            results.append(
+                forget_model(
+                    settings,
+                    model_name=name,
+                    policy=policy,
+                    run_id=f"{flow_id}:{name}",
+                    dry_run=dry_run,
+                    seed=seed,
+                )
+            )
+    with warehouse.connect(settings) as con:
+        status = {
+            "rows_received": warehouse.rows_received(con),
+            "states": warehouse.state_counts(con),
+        }
+    report = {"files": [f.as_dict() for f in files], "models": results, "status": status}
+    publish_run_artifacts(report)
+    return report

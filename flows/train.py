@@ -1,0 +1,39 @@
+"""Training flow: index the data in DuckDB, train an unlearning-ready model, publish version 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from data_contracts.settings import Settings
+from tasks import training
+
+
+@flow(name="train", log_prints=True)
+def train_flow(
+    dataset: str = "digits",
+    recipe: str = "pnsgd",
+    name: str = "digits-logreg",
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train `recipe` on `dataset` and register it as `name` v1 (alias champion)."""
+    settings = Settings()
+    settings.ensure_dirs()
+    data = training.index_training_data(
+        settings, dataset_name=dataset, model_name=name, recipe=recipe
+    )
+    run = training.train(data, recipe=recipe, seed=seed, overrides=overrides)
+    summary = training.publish_trained(
+        settings,
+        model_name=name,
+        dataset=data,
+        run=run,
+        flow_run_id=str(flow_run.get_id() or "local"),
+    )
+    training.store_proxies(
+        settings, model_name=name, version=summary["version"], dataset=data, run=run
+    )
+    return summary

@@ -1,0 +1,341 @@
+"""Prefect tasks of the forgetting flow. Each is thin: I/O here, decisions in models/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from data_contracts.certificate import Certificate, Cost
+from data_contracts.hashing import merkle_root, set_sha256
+from data_contracts.policy import Policy
+from data_contracts.settings import Settings
+from models.datasets import Dataset, load_dataset
+from models.evaluation import accuracy, loss_mia_auc, per_sample_loss
+from models.forgettable import ForgettableModel
+from models.planner import ModelLedger, Plan, choose, enumerate_candidates
+from models.unlearning import Unlearned, execute
+from tasks import ledger, publishing, registry, warehouse
+from tasks.ingest import FileOutcome, inbox_files, ingest_file
+from tasks.progress import reporter
+
+STORE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # locked SQLite / DuckDB file
+
+
+@task(cache_policy=NO_CACHE)
+def ingest_inbox(settings: Settings) -> list[FileOutcome]:
+    """Ingest every new inbox file; a bad file is quarantined and the others still proceed."""
+    outcomes = []
+    with warehouse.connect(settings) as con:
+        for path in inbox_files(settings):
+            outcomes.append(ingest_file(con, settings, path))
+    return outcomes
+
+
+@task(cache_policy=NO_CACHE, **STORE_RETRIES)
+def recover_interrupted(settings: Settings, *, model_name: str) -> list[str]:
+    """Finish or release runs that crashed: finished if MLflow holds their version, else released."""
+    notes = []
+    with warehouse.connect(settings) as con:
+        run_ids = ledger.interrupted_runs(con, model_name)
+    for run_id in run_ids:
+        version = registry.version_for_run(settings, model_name, run_id)
+        with warehouse.connect(settings) as con:
+            if version is None:
+                n = ledger.release_run(
+                    con,
+                    run_id=run_id,
+                    status="abandoned",
+                    reason="interrupted before a version was registered",
+                )
+                notes.append(
+                    f"run {run_id}: interrupted before registration, {n} requests back to pending"
+                )
+                continue
+            stored = registry.load_version(settings, model_name, version)
+            cert = stored.certificate
+            claim = ledger.load_claim(con, run_id=run_id, model_name=model_name)
+            ledger.finalize_run(
+                con,
+                claim=claim,
+                model_version=version,
+                certificate_sha256=cert.sha256(),
+                guarantee=cert.guarantee,
+                plan=None,
+                summary={"recovered": True},
+                version_row=_version_row(model_name, version, cert, stored.card["ledger"], run_id),
+            )
+        registry.set_champion(settings, model_name, version)
+        notes.append(
+            f"run {run_id}: version {version} was registered before the crash; ledger completed"
+        )
+    return notes
+
+
+def _version_row(
+    model_name: str, version: int, cert: Certificate, ledger_state: dict, run_id: str
+) -> dict:
+    return {
+        "model_name": model_name,
+        "version": version,
+        "lineage": cert.lineage,
+        "method": cert.method,
+        "guarantee": cert.guarantee,
+        "epsilon": cert.epsilon,
+        "certificate_sha256": cert.sha256(),
+        "weights_sha256": cert.weights_sha256,
+        "ledger": ledger_state,
+        "run_id": run_id,
+    }
+
+
+@task(cache_policy=NO_CACHE, **STORE_RETRIES)
+def claim_requests(settings: Settings, *, model_name: str, run_id: str) -> ledger.Claim:
+    with warehouse.connect(settings) as con:
+        return ledger.claim_pending(con, model_name=model_name, run_id=run_id)
+
+
+@dataclass
+class Context:
+    """The parent version and the data the forgetting run works on."""
+
+    model_name: str
+    dataset: Dataset
+    parent_version: int
+    parent: ForgettableModel
+    parent_certificate: Certificate
+    ledger: ModelLedger
+    forget_rows: np.ndarray  # positions in the training split
+    profile: dict[str, int] = field(default_factory=dict)
+
+
+@task(cache_policy=NO_CACHE, **STORE_RETRIES)
+def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
+    """Champion version from MLflow, dataset, forget rows and the forget set's memorisation profile."""
+    with warehouse.connect(settings) as con:
+        info = warehouse.model_row(con, claim.model_name)
+        latest = warehouse.latest_version(con, claim.model_name)
+        dataset = load_dataset(info["dataset"])
+        profile = warehouse.memorization_profile(
+            con, model_name=claim.model_name, model_version=1, sample_ids=claim.sample_ids
+        )
+    champion = registry.champion_version(settings, claim.model_name)
+    if champion != latest["version"]:
+        raise RuntimeError(
+            f"champion alias points to v{champion} but the ledger's latest is "
+            f"v{latest['version']}: run `forgetflow verify --model {claim.model_name}`"
+        )
+    stored = registry.load_version(settings, claim.model_name, champion)
+    if stored.certificate.sha256() != latest["certificate_sha256"]:
+        raise RuntimeError(
+            f"certificate of {claim.model_name} v{champion} in MLflow does not match the "
+            "ledger's hash: the registry was modified"
+        )
+    position = {sid: i for i, sid in enumerate(dataset.sample_ids[dataset.train_rows()])}
+    rows = np.array(sorted(position[s] for s in claim.sample_ids), dtype=np.int64)
+    return Context(
+        model_name=claim.model_name,
+        dataset=dataset,
+        parent_version=champion,
+        parent=publishing.model_from_version(stored),
+        parent_certificate=stored.certificate,
+        ledger=ModelLedger(**latest["ledger"]),
+        forget_rows=rows,
+        profile=profile,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def plan_forgetting(ctx: Context, *, policy: Policy, exclude: tuple[str, ...] = ()) -> Plan:
+    candidates = enumerate_candidates(
+        lineage=ctx.parent.lineage,
+        recipe=ctx.parent.recipe,
+        classes=ctx.parent.classes,
+        n_retained=ctx.parent.n_retained,
+        removed=len(ctx.forget_rows),
+        policy=policy,
+        ledger=ctx.ledger,
+    )
+    for c in candidates:
+        if c.path in exclude and not c.rejected:
+            c.rejected = "failed verification in this run"
+    return choose(candidates, policy)
+
+
+@task(cache_policy=NO_CACHE)
+def unlearn(ctx: Context, *, plan: Plan, seed: int) -> Unlearned:
+    rows = ctx.dataset.train_rows()
+    return execute(
+        plan,
+        ctx.parent,
+        ctx.dataset.features[rows],
+        ctx.dataset.labels[rows],
+        ctx.forget_rows,
+        ledger=ctx.ledger,
+        seed=seed,
+        progress=reporter(f"unlearning: {plan.chosen.path}"),
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(ctx: Context, *, result: Unlearned, policy: Policy) -> dict[str, Any]:
+    """Test accuracy before/after and loss-MIA AUC of forgotten vs test samples; the pass gate."""
+    ds = ctx.dataset
+    test, train = ds.test_rows(), ds.train_rows()
+    forget = train[ctx.forget_rows]
+    before, after = ctx.parent.predict_proba(ds.features), result.model.predict_proba(ds.features)
+    test_losses_after = per_sample_loss(after[test], ds.labels[test])
+    metrics = {
+        "test_accuracy_before": accuracy(before[test], ds.labels[test]),
+        "test_accuracy_after": accuracy(after[test], ds.labels[test]),
+        "forget_accuracy_before": accuracy(before[forget], ds.labels[forget]),
+        "forget_accuracy_after": accuracy(after[forget], ds.labels[forget]),
+        "mia_auc_before": loss_mia_auc(
+            per_sample_loss(before[forget], ds.labels[forget]),
+            per_sample_loss(before[test], ds.labels[test]),
+        ),
+        "mia_auc_after": loss_mia_auc(
+            per_sample_loss(after[forget], ds.labels[forget]), test_losses_after
+        ),
+        "forget_set_size": float(len(forget)),
+    }
+    drop = metrics["test_accuracy_before"] - metrics["test_accuracy_after"]
+    reasons = []
+    if result.method != "retrain" and drop > policy.max_accuracy_drop:
+        reasons.append(f"test accuracy dropped {drop:.3f} > {policy.max_accuracy_drop}")
+    if result.guarantee == "audited" and metrics["mia_auc_after"] > policy.max_mia_auc:
+        reasons.append(f"MIA AUC {metrics['mia_auc_after']:.3f} > {policy.max_mia_auc}")
+    return {"metrics": metrics, "passed": not reasons, "reasons": reasons}
+
+
+@task(cache_policy=NO_CACHE, **STORE_RETRIES)
+def publish_and_finalize(
+    settings: Settings,
+    *,
+    ctx: Context,
+    claim: ledger.Claim,
+    plan: Plan,
+    result: Unlearned,
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """Certificate -> MLflow version + champion alias -> ledger finalized (in that order)."""
+    version = registry.next_version(settings, ctx.model_name)
+    with warehouse.connect(settings) as con:
+        index_digest = warehouse.training_index_sha256(con, ctx.dataset.name)
+    forgotten_ids = ctx.dataset.sample_ids[ctx.dataset.train_rows()][ctx.forget_rows].tolist()
+    # Calibrate seconds per grad-eval from what this run measured (exponential moving average).
+    new_ledger = result.ledger
+    if result.cost.grad_evals > 0:
+        measured = result.cost.seconds / result.cost.grad_evals
+        new_ledger.seconds_per_grad_eval = 0.5 * new_ledger.seconds_per_grad_eval + 0.5 * measured
+    certificate = Certificate(
+        model_name=ctx.model_name,
+        model_version=version,
+        parent_certificate_sha256=ctx.parent_certificate.sha256(),
+        method=result.method,
+        guarantee=result.guarantee,
+        lineage=result.model.lineage,
+        epsilon=result.epsilon,
+        delta=result.delta,
+        accountant=result.accountant,
+        parameters=result.parameters,
+        budget_left=result.budget_left,
+        request_id_hashes=sorted(claim.request_hashes),
+        request_merkle_root=merkle_root(claim.request_hashes),
+        forget_set_sha256=set_sha256(forgotten_ids),
+        forget_set_size=len(forgotten_ids),
+        training_index_sha256=index_digest,
+        weights_sha256_before=ctx.parent_certificate.weights_sha256,
+        weights_sha256=publishing.weights_sha256(result.model),
+        cost=Cost(
+            grad_evals=result.cost.grad_evals,
+            seconds=result.cost.seconds,
+            retrain_grad_evals=float(ctx.parent.recipe["epochs"] * result.model.n_retained),
+            predicted_grad_evals=plan.chosen.predicted_grad_evals,
+        ),
+        metrics=evaluation["metrics"],
+        audit={
+            "passed": evaluation["passed"],
+            "reasons": evaluation["reasons"],
+            "memorisation_profile": ctx.profile,
+        },
+        code_version=publishing.code_version(),
+    )
+    tags = {
+        "forgetflow_run_id": claim.run_id,
+        "request_merkle_root": certificate.request_merkle_root or "",
+        "parent_version": str(ctx.parent_version),
+    }
+    published = publishing.publish(
+        settings,
+        model_name=ctx.model_name,
+        model=result.model,
+        certificate=certificate,
+        dataset=ctx.dataset.name,
+        ledger=new_ledger.as_dict(),
+        metrics={k: v for k, v in evaluation["metrics"].items() if v is not None},
+        tags=tags,
+    )
+    summary = {
+        "model_name": ctx.model_name,
+        "version": published,
+        "method": result.method,
+        "guarantee": result.guarantee,
+        "epsilon": result.epsilon,
+        "delta": result.delta,
+        "requests": len(claim.request_keys),
+        "samples": len(forgotten_ids),
+        "why": plan.why,
+        "grad_evals": result.cost.grad_evals,
+        "seconds": result.cost.seconds,
+        "retrain_grad_evals": certificate.cost.retrain_grad_evals,
+        "certificate_sha256": certificate.sha256(),
+        **evaluation["metrics"],
+    }
+    with warehouse.connect(settings) as con:
+        ledger.finalize_run(
+            con,
+            claim=claim,
+            model_version=published,
+            certificate_sha256=certificate.sha256(),
+            guarantee=certificate.guarantee,
+            plan=plan.as_dict(),
+            summary=summary,
+            version_row=_version_row(
+                ctx.model_name, published, certificate, new_ledger.as_dict(), claim.run_id
+            ),
+        )
+    return summary
+
+
+@task(cache_policy=NO_CACHE, **STORE_RETRIES)
+def finalize_without_new_version(settings: Settings, *, claim: ledger.Claim) -> dict[str, Any]:
+    """Requests whose samples this model already forgot: applied by the current champion."""
+    with warehouse.connect(settings) as con:
+        latest = warehouse.latest_version(con, claim.model_name)
+        ledger.finalize_run(
+            con,
+            claim=claim,
+            model_version=latest["version"],
+            certificate_sha256=latest["certificate_sha256"],
+            guarantee=latest["guarantee"],
+            plan=None,
+            summary={"note": "samples already forgotten"},
+            version_row=None,
+        )
+    return {
+        "model_name": claim.model_name,
+        "version": latest["version"],
+        "method": "none-needed",
+        "requests": len(claim.request_keys),
+        "samples": 0,
+    }
+
+
+@task(cache_policy=NO_CACHE, **STORE_RETRIES)
+def release(settings: Settings, *, run_id: str, reason: str) -> int:
+    with warehouse.connect(settings) as con:
+        return ledger.release_run(con, run_id=run_id, status="failed", reason=reason)

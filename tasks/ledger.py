@@ -1,0 +1,167 @@
+"""Request-state transitions of the ledger, each one transaction (crash-safe by construction).
+
+pending -> planned (claimed by a run) -> applied (version registered) | pending (run failed).
+A request with no model_name targets every model whose training split holds the subject; it is
+`applied` once each of them has forgotten it (per-model progress lives in `applications`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from tasks import warehouse
+
+
+@dataclass
+class Claim:
+    run_id: str
+    model_name: str
+    request_keys: list[tuple[str, int]]  # (file_digest, row_number)
+    request_hashes: list[str]
+    sample_ids: list[str]  # training samples to forget (not yet forgotten by this model)
+    overdue: int  # claimed requests already past their deadline
+
+
+def claim_pending(con: duckdb.DuckDBPyConnection, *, model_name: str, run_id: str) -> Claim:
+    """Mark every pending request that targets `model_name` as planned by `run_id`."""
+    with warehouse.transaction(con):
+        con.execute(
+            "INSERT INTO runs (run_id, model_name, started_at, status) VALUES (?, ?, ?, 'running')",
+            [run_id, model_name, warehouse.now()],
+        )
+        con.execute(
+            """UPDATE requests SET state = 'planned', run_id = ?, updated_at = now()
+               WHERE state = 'pending' AND (model_name = ? OR model_name IS NULL)
+                 AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_digest = requests.file_digest
+                                 AND a.row_number = requests.row_number AND a.model_name = ?)
+                 AND EXISTS (SELECT 1 FROM training_index t JOIN models m ON m.dataset = t.dataset
+                             WHERE m.model_name = ? AND t.subject_id = requests.subject_id
+                               AND t.split = 'train')""",
+            [run_id, model_name, model_name, model_name],
+        )
+    return load_claim(con, run_id=run_id, model_name=model_name)
+
+
+def load_claim(con: duckdb.DuckDBPyConnection, *, run_id: str, model_name: str) -> Claim:
+    keys = con.execute(
+        """SELECT file_digest, row_number, request_hash, deadline < now() FROM requests
+           WHERE state = 'planned' AND run_id = ? ORDER BY requested_at, file_digest, row_number""",
+        [run_id],
+    ).fetchall()
+    samples = con.execute(
+        """SELECT DISTINCT t.sample_id FROM requests r
+           JOIN models m ON m.model_name = ?
+           JOIN training_index t ON t.dataset = m.dataset AND t.subject_id = r.subject_id AND t.split = 'train'
+           WHERE r.state = 'planned' AND r.run_id = ?
+             AND (r.sample_ids IS NULL OR list_contains(r.sample_ids, t.sample_id))
+             AND NOT EXISTS (SELECT 1 FROM forgotten_samples f WHERE f.model_name = m.model_name
+                             AND f.sample_id = t.sample_id)
+           ORDER BY t.sample_id""",
+        [model_name, run_id],
+    ).fetchall()
+    return Claim(
+        run_id=run_id,
+        model_name=model_name,
+        request_keys=[(k[0], int(k[1])) for k in keys],
+        request_hashes=[k[2] for k in keys],
+        sample_ids=[s[0] for s in samples],
+        overdue=sum(1 for k in keys if k[3]),
+    )
+
+
+def finalize_run(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    claim: Claim,
+    model_version: int,
+    certificate_sha256: str,
+    guarantee: str,
+    plan: dict[str, Any] | None,
+    summary: dict[str, Any],
+    version_row: dict[str, Any] | None,
+) -> None:
+    """Record the new version and the forgetting, and move each claimed request on, atomically."""
+    with warehouse.transaction(con):
+        if version_row is not None:
+            warehouse.record_version(con, **version_row)
+        if claim.sample_ids:
+            con.executemany(
+                "INSERT OR IGNORE INTO forgotten_samples VALUES (?, ?, ?)",
+                [(claim.model_name, s, model_version) for s in claim.sample_ids],
+            )
+        con.execute(
+            """INSERT OR IGNORE INTO applications
+               SELECT file_digest, row_number, ?, ?, ?, ?, now() FROM requests
+               WHERE state = 'planned' AND run_id = ?""",
+            [claim.model_name, model_version, certificate_sha256, guarantee, claim.run_id],
+        )
+        # Applied once every model holding the subject has an application; else back to pending.
+        con.execute(
+            """UPDATE requests SET updated_at = now(), state = CASE WHEN NOT EXISTS (
+                   SELECT 1 FROM models m JOIN training_index t ON t.dataset = m.dataset
+                   WHERE t.subject_id = requests.subject_id AND t.split = 'train'
+                     AND (requests.model_name IS NULL OR m.model_name = requests.model_name)
+                     AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_digest = requests.file_digest
+                                     AND a.row_number = requests.row_number AND a.model_name = m.model_name))
+                 THEN 'applied' ELSE 'pending' END
+               WHERE state = 'planned' AND run_id = ?""",
+            [claim.run_id],
+        )
+        con.execute(
+            """UPDATE runs SET status = 'finished', finished_at = now(), model_version = ?,
+                   plan_json = ?, summary_json = ? WHERE run_id = ?""",
+            [model_version, json.dumps(plan), json.dumps(summary, default=str), claim.run_id],
+        )
+
+
+def release_run(con: duckdb.DuckDBPyConnection, *, run_id: str, status: str, reason: str) -> int:
+    """Give a failed or abandoned run's requests back to `pending`; returns how many."""
+    with warehouse.transaction(con):
+        n = warehouse.fetch_one(
+            con, "SELECT count(*) FROM requests WHERE state = 'planned' AND run_id = ?", [run_id]
+        )[0]
+        con.execute(
+            "UPDATE requests SET state = 'pending', run_id = NULL, updated_at = now() "
+            "WHERE state = 'planned' AND run_id = ?",
+            [run_id],
+        )
+        con.execute(
+            "UPDATE runs SET status = ?, finished_at = now(), summary_json = ? WHERE run_id = ?",
+            [status, json.dumps({"reason": reason}), run_id],
+        )
+    return int(n)
+
+
+def interrupted_runs(con: duckdb.DuckDBPyConnection, model_name: str) -> list[str]:
+    rows = con.execute(
+        "SELECT run_id FROM runs WHERE model_name = ? AND status = 'running' ORDER BY started_at",
+        [model_name],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def subject_requests(con: duckdb.DuckDBPyConnection, subject_id: str) -> list[dict[str, Any]]:
+    """Every ledger row for one subject, with the model versions that forgot it."""
+    rows = con.execute(
+        """SELECT r.request_id, r.state, r.reason, coalesce(a.model_name, r.model_name), a.model_version,
+                  a.guarantee, a.certificate_sha256, r.requested_at, r.file_digest, r.row_number
+           FROM requests r LEFT JOIN applications a USING (file_digest, row_number)
+           WHERE r.subject_id = ? ORDER BY r.requested_at, r.file_digest, r.row_number, a.model_name""",
+        [subject_id],
+    ).fetchall()
+    return [
+        {
+            "request_id": r[0],
+            "state": r[1],
+            "reason": r[2],
+            "model_name": r[3],
+            "model_version": r[4],
+            "guarantee": r[5],
+            "certificate_sha256": r[6],
+            "requested_at": r[7].isoformat() if r[7] else None,
+        }
+        for r in rows
+    ]
