@@ -243,6 +243,93 @@ def audit(subject_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 
 @app.command()
+def verify(
+    model: Annotated[
+        str | None, typer.Option(help="only this model (default: every model)")
+    ] = None,
+) -> None:
+    """Recompute weight hashes, certificate hashes, chain links and epsilons; exit 1 on the first break."""
+    settings = _settings()
+    from tasks import warehouse
+    from tasks.verification import verify_model
+
+    with warehouse.connect(settings) as con:
+        names = [model] if model else warehouse.model_names(con)
+    failed = False
+    for name in names:
+        count, problems = verify_model(settings, name)
+        if problems:
+            failed = True
+            console.print(f"[bold red]{name}: chain broken at {problems[0]}[/]", highlight=False)
+            for p in problems[1:]:
+                console.print(f"  also: {p}", highlight=False)
+        else:
+            out.print(
+                f"{name}: {count} versions verified (weights, certificates, chain, accountant)"
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def explain(
+    run_or_version: Annotated[str, typer.Argument(help="a run id, or MODEL:VERSION")],
+) -> None:
+    """Show the candidate paths a run considered: cost, certificate, and why each was rejected."""
+    settings = _settings()
+    from tasks import warehouse
+
+    with warehouse.connect(settings) as con:
+        if ":" in run_or_version and run_or_version.rsplit(":", 1)[1].isdigit():
+            name, version = run_or_version.rsplit(":", 1)
+            rows = con.execute(
+                "SELECT run_id, plan_json, summary_json FROM runs WHERE model_name = ? AND model_version = ? "
+                "AND plan_json IS NOT NULL AND plan_json <> 'null'",
+                [name, int(version)],
+            ).fetchall()
+        else:
+            rows = con.execute(
+                "SELECT run_id, plan_json, summary_json FROM runs WHERE run_id = ?",
+                [run_or_version],
+            ).fetchall()
+    if not rows or rows[0][1] in (None, "null"):
+        raise_user_error(
+            f"no plan recorded for '{run_or_version}' (a run id, or MODEL:VERSION of a forgetting run)"
+        )
+    run_id, plan_json, _ = rows[0]
+    plan = json.loads(plan_json)
+    table = Table(title=f"run {run_id}: chose {plan['chosen']}")
+    for col in (
+        "path",
+        "guarantee",
+        "predicted grad-evals",
+        "predicted s",
+        "epsilon",
+        "chosen",
+        "rejected because",
+    ):
+        table.add_column(col)
+    for c in plan["candidates"]:
+        eps = "" if c["epsilon"] is None else f"{c['epsilon']:.3g}"
+        table.add_row(
+            c["path"],
+            c["guarantee"],
+            f"{c['predicted_grad_evals']:.0f}",
+            f"{c['predicted_seconds']:.2f}",
+            eps,
+            "yes" if c["chosen"] else "",
+            c["rejected"],
+        )
+    out.print(table)
+    out.print(plan["why"], highlight=False)
+
+
+def raise_user_error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
 def demo(
     home: Annotated[
         Path | None,

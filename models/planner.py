@@ -7,8 +7,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from data_contracts.policy import GUARANTEE_RANK, Policy
 from models.accounting import batch_z, pnsgd_constants, pnsgd_min_epochs
+from models.forgettable import ForgettableModel
 
 # Training counts as converged for the tight (stationary) bound once the start-up term
 # 2R c^(T n/b) is below this fraction of Z_B; otherwise the non-convergent bound is used.
@@ -126,17 +129,98 @@ def _pnsgd_candidate(
     return cand
 
 
+def _sisa_predicted_grad_evals(model: ForgettableModel, forget_rows: np.ndarray) -> float:
+    """Grad-evals SISA will spend: each affected shard replays its slices from the earliest one
+    holding a forgotten row, each slice r costing epochs_per_slice * retained rows in slices 0..r
+    (Bourtoule et al., arXiv 1912.03817, sec. IV)."""
+    shard, slc = model.arrays["shard_of_row"], model.arrays["slice_of_row"]
+    keep = ~model.removed.copy()
+    keep[forget_rows] = False
+    total = 0.0
+    for s in np.unique(shard[forget_rows]):
+        if s < 0:
+            continue
+        first = int(slc[forget_rows][shard[forget_rows] == s].min())
+        sizes = np.bincount(slc[(shard == s) & keep], minlength=model.recipe["slices"])
+        total += model.recipe["epochs_per_slice"] * float(np.cumsum(sizes)[first:].sum())
+    return total
+
+
+def _pcmu_candidate(
+    model: ForgettableModel, forget_rows: np.ndarray, data: tuple[np.ndarray, np.ndarray]
+) -> Candidate:
+    """Zero cost within the worst-case budget; otherwise the data-dependent check is run now
+    (T*|F| grad-evals, counted) and the replay from its first flip is predicted exactly as
+    (steps - t*) * (n - |F|) (algorithms.md sec. 2)."""
+    from models.pcmu import pcmu_check
+
+    state = model.pcmu_state()
+    cand = Candidate(
+        path="pcmu", guarantee="exact", predicted_grad_evals=0.0, predicted_seconds=0.0
+    )
+    if len(forget_rows) <= state.budget():
+        cand.params = {"mode": "budget", "budget": state.budget()}
+        return cand
+    retained = np.flatnonzero(~model.removed)
+    x, y = data
+    check = pcmu_check(
+        state, x[retained], y[retained], np.searchsorted(retained, forget_rows), recipe=state.recipe
+    )
+    replay = 0.0
+    if not check.passed:
+        replay = float(
+            (state.steps_run - check.first_flip_step) * (len(retained) - len(forget_rows))
+        )
+    cand.predicted_grad_evals = check.grad_evals + replay
+    cand.params = {
+        "mode": "check" if check.passed else "replay",
+        "first_flip_step": check.first_flip_step,
+        "planning_check_grad_evals": check.grad_evals,
+    }
+    return cand
+
+
+# RUM must be clearly cheaper than a retrain to be worth an empirical-only guarantee (sec. 5).
+RUM_MAX_FRACTION_OF_RETRAIN = 0.5
+
+
+def _rum_candidate(model: ForgettableModel, forget_rows: np.ndarray, n_after: int) -> Candidate:
+    """RUM fine-tunes on the retained rows and runs NegGrad+ over retain + forget (Zhao et al.,
+    arXiv 2406.01257, sec. 4); predicted as the upper bound where every group is non-empty and
+    the high group is the whole forget set."""
+    from models.rum import RumRecipe
+
+    r = RumRecipe()
+    # NegGrad+ cycles forget rows alongside every retain batch: one forget batch per step.
+    steps = math.ceil(n_after / r.batch_size)
+    neggrad = r.neggrad_epochs * (n_after + steps * min(r.batch_size, len(forget_rows)))
+    cost = float(r.finetune_epochs * n_after + neggrad)
+    if r.low_action == "finetune":
+        cost += r.low_epochs * n_after
+    cand = Candidate(
+        path="rum",
+        guarantee="audited",
+        predicted_grad_evals=cost,
+        predicted_seconds=0.0,
+        params={"lineage_after": "rum-modified"},
+    )
+    if cost > RUM_MAX_FRACTION_OF_RETRAIN * model.retrain_grad_evals(n_after):
+        cand.rejected = f"not clearly cheaper than a retrain (> {RUM_MAX_FRACTION_OF_RETRAIN:.0%})"
+    return cand
+
+
 def enumerate_candidates(
+    model: ForgettableModel,
+    forget_rows: np.ndarray,
     *,
-    lineage: str,
-    recipe: dict[str, Any],
-    classes: int,
-    n_retained: int,
-    removed: int,
     policy: Policy,
     ledger: ModelLedger,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Candidate]:
-    """Every path this lineage allows for removing `removed` of `n_retained` rows, with its cost."""
+    """Every path this model's lineage allows for removing `forget_rows`, with predicted cost.
+
+    `data` (the training split's x, y) lets PCMU run its data-dependent check while planning."""
+    removed, n_retained = len(forget_rows), model.n_retained
     if not 0 < removed <= n_retained:
         raise ValueError(f"removed must be in [1, n_retained={n_retained}], got {removed}")
     n_after = n_retained - removed
@@ -144,16 +228,15 @@ def enumerate_candidates(
     retrain = Candidate(
         path="retrain",
         guarantee="exact",
-        predicted_grad_evals=float(recipe["epochs"] * n_after),
+        predicted_grad_evals=model.retrain_grad_evals(n_after),
         predicted_seconds=0.0,
-        params={"epochs": recipe["epochs"]},
     )
     candidates = []
-    if lineage == "pnsgd":
+    if model.lineage == "pnsgd":
         candidates.append(
             _pnsgd_candidate(
-                recipe=recipe,
-                classes=classes,
+                recipe=model.recipe,
+                classes=model.classes,
                 n_after=n_after,
                 removed=removed,
                 policy=policy,
@@ -161,10 +244,24 @@ def enumerate_candidates(
                 delta=delta,
             )
         )
+    if model.lineage == "sisa":
+        candidates.append(
+            Candidate(
+                path="sisa",
+                guarantee="exact",
+                predicted_grad_evals=_sisa_predicted_grad_evals(model, forget_rows),
+                predicted_seconds=0.0,
+            )
+        )
+    if model.recipe_name == "mlp" and policy.guarantee == "audited":
+        candidates.append(_rum_candidate(model, forget_rows, n_after))
+    if model.lineage == "pcmu" and data is not None:
+        candidates.append(_pcmu_candidate(model, forget_rows, data))
     candidates.append(retrain)
     for c in candidates:
         c.predicted_seconds = c.predicted_grad_evals * ledger.seconds_per_grad_eval
-        if c is retrain or c.rejected:
+        # Exact paths reset nothing that accumulates; only approximate ones run up a bill.
+        if c is retrain or c.rejected or c.guarantee == "exact":
             continue
         if ledger.grad_evals_since_retrain + c.predicted_grad_evals > retrain.predicted_grad_evals:
             c.rejected = "cumulative cost since the last retrain would exceed one retrain"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -11,9 +12,10 @@ import torch
 
 from models.accounting import pnsgd_constants, z_after_epochs
 from models.cost import CostMeter
-from models.forgettable import ForgettableModel
+from models.forgettable import ForgettableModel, mlp_arrays, sisa_arrays
 from models.planner import ModelLedger, Plan
-from models.pnsgd import PnsgdRecipe, initial_weights, run_pnsgd
+from models.pnsgd import PnsgdRecipe, run_pnsgd
+from models.retrain import retrain_pnsgd
 
 Progress = Callable[[int, int], None]
 
@@ -80,8 +82,133 @@ def _pnsgd(
         epsilon=plan.chosen.epsilon,
         delta=plan.chosen.delta,
         accountant=f"pnsgd-{plan.chosen.params['bound']} (Chien et al., arXiv 2403.17105)",
-        parameters={**model.recipe, **plan.chosen.params, "seed": seed},
+        parameters={
+            **model.recipe,
+            **plan.chosen.params,
+            "n": int(keep.sum()),
+            "classes": model.classes,
+            "train_epochs": recipe.epochs,
+            # A commitment, not the seed: certified noise must stay unpredictable to outsiders.
+            "noise_seed_sha256": hashlib.sha256(str(seed).encode()).hexdigest(),
+        },
         budget_left={"z_carried": z_left, "z_cap": 2 * recipe.radius},
+    )
+
+
+def _sisa(
+    model: ForgettableModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    forget_rows: np.ndarray,
+    ledger: ModelLedger,
+) -> Unlearned:
+    from models.sisa import SisaRecipe, sisa_unlearn
+
+    meter = CostMeter()
+    # The training seed, not a fresh one: it fixes the shard/slice assignment and batch orders.
+    done = sisa_unlearn(
+        model.sisa_state(),
+        x,
+        y,
+        forget_rows,
+        recipe=SisaRecipe(**model.recipe),
+        seed=model.seed,
+        meter=meter,
+    )
+    return Unlearned(
+        model=replace(model, arrays=sisa_arrays(done.model), removed=done.model.removed.copy()),
+        method="sisa",
+        guarantee="exact",
+        ledger=replace(ledger),
+        cost=meter,
+        parameters={
+            **model.recipe,
+            "affected_shards": [int(s) for s in done.affected_shards],
+            "restarted_from_slice": {str(k): int(v) for k, v in done.restarted_from_slice.items()},
+        },
+    )
+
+
+def _pcmu(
+    model: ForgettableModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    forget_rows: np.ndarray,
+    ledger: ModelLedger,
+) -> Unlearned:
+    from models.pcmu import pcmu_unlearn
+
+    meter = CostMeter()
+    state = model.pcmu_state()
+    retained = np.flatnonzero(~model.removed)
+    done = pcmu_unlearn(
+        state,
+        x[retained],
+        y[retained],
+        np.searchsorted(retained, forget_rows),
+        recipe=state.recipe,
+        meter=meter,
+    )
+    removed = model.removed.copy()
+    removed[forget_rows] = True
+    payload = done.certificate
+    return Unlearned(
+        model=replace(model, arrays=done.model.to_arrays(), removed=removed),
+        method=f"pcmu-{done.mode}",
+        guarantee="exact",
+        ledger=replace(ledger, pcmu_removed=ledger.pcmu_removed + len(forget_rows)),
+        cost=meter,
+        parameters={k: v for k, v in payload.items() if k not in ("method", "guarantee", "seed")},
+        budget_left={"pcmu_budget": done.model.budget()},
+    )
+
+
+def _rum(
+    model: ForgettableModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    forget_rows: np.ndarray,
+    ledger: ModelLedger,
+    seed: int,
+    proxies: np.ndarray | None,
+) -> Unlearned:
+    """Memorisation-guided RUM (uncertified): the flow accepts it only if its audit passes."""
+    from models.learning_events import HIGH_MEMORISATION_WHEN
+    from models.rum import rum_unlearn
+
+    if proxies is None:
+        raise ValueError("RUM needs the confidence proxy recorded at training time (proxies=None)")
+    meter = CostMeter()
+    keep = ~model.removed.copy()
+    keep[forget_rows] = False
+    done = rum_unlearn(
+        model.mlp_state(),
+        x,
+        y,
+        forget_rows=forget_rows,
+        retain_rows=np.flatnonzero(keep),
+        proxy_scores=np.nan_to_num(proxies, nan=1.0),
+        direction=HIGH_MEMORISATION_WHEN["confidence"],
+        seed=seed,
+        meter=meter,
+    )
+    payload = done.certificate(None)
+    return Unlearned(
+        model=replace(model, lineage="rum-modified", arrays=mlp_arrays(done.model), removed=~keep),
+        method="rum",
+        guarantee="audited",  # provisional: evaluate() fails the run over to a retrain if the audit fails
+        ledger=replace(
+            ledger,
+            lineage="rum-modified",
+            grad_evals_since_retrain=ledger.grad_evals_since_retrain + meter.grad_evals,
+        ),
+        cost=meter,
+        parameters={
+            "proxy": "confidence",
+            "group_sizes": payload["group_sizes"],
+            "cutoffs": payload["cutoffs"],
+            "recipe": payload["recipe"],
+        },
     )
 
 
@@ -94,32 +221,66 @@ def _retrain(
     seed: int,
     progress: Progress | None,
 ) -> Unlearned:
+    """Retrain from scratch under the model's own recipe: exact, and it restores the lineage."""
     meter = CostMeter()
-    if model.recipe_name != "pnsgd":
-        raise ValueError(f"retrain of recipe {model.recipe_name!r} is not wired yet")
-    recipe = PnsgdRecipe(**model.recipe)
-    w0 = initial_weights(dim=x.shape[1], classes=model.classes, recipe=recipe, seed=seed)
-    w = run_pnsgd(
-        w0,
-        x[keep],
-        y[keep],
-        classes=model.classes,
-        recipe=recipe,
-        epochs=recipe.epochs,
-        seed=seed,
-        meter=meter,
-        progress=progress,
-    )
-    lineage = model.recipe_name  # a retrain under the original recipe restores the lineage
+    if model.recipe_name == "mlp":
+        from models.mlp import MlpRecipe, train_mlp
+
+        recipe = MlpRecipe(
+            **{k: v for k, v in model.recipe.items() if k in MlpRecipe.__dataclass_fields__}
+        )
+        kept = np.flatnonzero(keep)
+        arrays = mlp_arrays(
+            train_mlp(
+                x[kept], y[kept], classes=model.classes, recipe=recipe, seed=seed, meter=meter
+            )
+        )
+    elif model.recipe_name == "pcmu":
+        from models.pcmu import PcmuRecipe, train_pcmu
+
+        kept = np.flatnonzero(keep)
+        pcmu = train_pcmu(
+            x[kept],
+            y[kept],
+            classes=model.classes,
+            recipe=PcmuRecipe.from_dict(model.recipe),
+            seed=seed,
+            meter=meter,
+        )
+        arrays = pcmu.to_arrays()
+    elif model.recipe_name == "sisa":
+        from models.sisa import SisaRecipe, train_sisa
+
+        sisa = train_sisa(
+            x,
+            y,
+            classes=model.classes,
+            recipe=SisaRecipe(**model.recipe),
+            seed=seed,
+            exclude_rows=np.flatnonzero(~keep),
+            meter=meter,
+        )
+        arrays = sisa_arrays(sisa)
+    else:
+        w = retrain_pnsgd(
+            x,
+            y,
+            classes=model.classes,
+            recipe=PnsgdRecipe(**model.recipe),
+            seed=seed,
+            keep_rows=np.flatnonzero(keep),
+            meter=meter,
+            progress=progress,
+        )
+        arrays = {"weights": w.numpy()}
+    lineage = "plain" if model.recipe_name == "mlp" else model.recipe_name
     new_ledger = ModelLedger(
         lineage=lineage,
         seconds_per_grad_eval=ledger.seconds_per_grad_eval,
         retrain_grad_evals=meter.grad_evals,
     )
     return Unlearned(
-        model=replace(
-            model, lineage=lineage, arrays={"weights": w.numpy()}, removed=~keep, seed=seed
-        ),
+        model=replace(model, lineage=lineage, arrays=arrays, removed=~keep, seed=seed),
         method="retrain",
         guarantee="exact",
         ledger=new_ledger,
@@ -139,8 +300,11 @@ def execute(
     ledger: ModelLedger,
     seed: int,
     progress: Progress | None = None,
+    proxies: np.ndarray | None = None,
 ) -> Unlearned:
-    """Remove `forget_rows` (positions in the training split) by the plan's chosen path."""
+    """Remove `forget_rows` (positions in the training split) by the plan's chosen path.
+
+    `proxies`: the confidence proxy per training row, recorded at training (RUM only)."""
     if np.any(model.removed[forget_rows]):
         raise ValueError("forget_rows contains rows this model already forgot")
     keep = ~model.removed.copy()
@@ -150,4 +314,10 @@ def execute(
         return _pnsgd(model, x, y, keep, plan, ledger, seed, progress)
     if path == "retrain":
         return _retrain(model, x, y, keep, ledger, seed, progress)
+    if path == "sisa":
+        return _sisa(model, x, y, forget_rows, ledger)
+    if path == "pcmu":
+        return _pcmu(model, x, y, forget_rows, ledger)
+    if path == "rum":
+        return _rum(model, x, y, forget_rows, ledger, seed, proxies)
     raise ValueError(f"unknown path {path!r}")

@@ -43,36 +43,44 @@ def recover_interrupted(settings: Settings, *, model_name: str) -> list[str]:
         run_ids = ledger.interrupted_runs(con, model_name)
     for run_id in run_ids:
         version = registry.version_for_run(settings, model_name, run_id)
-        with warehouse.connect(settings) as con:
-            if version is None:
+        if version is None:
+            with warehouse.connect(settings) as con:
                 n = ledger.release_run(
                     con,
                     run_id=run_id,
                     status="abandoned",
                     reason="interrupted before a version was registered",
                 )
-                notes.append(
-                    f"run {run_id}: interrupted before registration, {n} requests back to pending"
-                )
-                continue
-            stored = registry.load_version(settings, model_name, version)
-            cert = stored.certificate
-            claim = ledger.load_claim(con, run_id=run_id, model_name=model_name)
-            ledger.finalize_run(
-                con,
-                claim=claim,
-                model_version=version,
-                certificate_sha256=cert.sha256(),
-                guarantee=cert.guarantee,
-                plan=None,
-                summary={"recovered": True},
-                version_row=_version_row(model_name, version, cert, stored.card["ledger"], run_id),
+            notes.append(
+                f"run {run_id}: interrupted before registration, {n} requests back to pending"
             )
-        registry.set_champion(settings, model_name, version)
+            continue
+        _complete_registered_run(settings, model_name=model_name, run_id=run_id, version=version)
         notes.append(
             f"run {run_id}: version {version} was registered before the crash; ledger completed"
         )
     return notes
+
+
+def _complete_registered_run(
+    settings: Settings, *, model_name: str, run_id: str, version: int
+) -> None:
+    """Finish the ledger of a run whose version MLflow already holds (found by its run tag)."""
+    stored = registry.load_version(settings, model_name, version)
+    cert = stored.certificate
+    registry.set_champion(settings, model_name, version)
+    with warehouse.connect(settings) as con:
+        claim = ledger.load_claim(con, run_id=run_id, model_name=model_name)
+        ledger.finalize_run(
+            con,
+            claim=claim,
+            model_version=version,
+            certificate_sha256=cert.sha256(),
+            guarantee=cert.guarantee,
+            plan=None,
+            summary={"recovered": True},
+            version_row=_version_row(model_name, version, cert, stored.card["ledger"], run_id),
+        )
 
 
 def _version_row(
@@ -110,6 +118,7 @@ class Context:
     ledger: ModelLedger
     forget_rows: np.ndarray  # positions in the training split
     profile: dict[str, int] = field(default_factory=dict)
+    confidence: np.ndarray | None = None  # C-proxy per training row, recorded at training
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
@@ -121,6 +130,14 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         dataset = load_dataset(info["dataset"])
         profile = warehouse.memorization_profile(
             con, model_name=claim.model_name, model_version=1, sample_ids=claim.sample_ids
+        )
+        train_ids = dataset.sample_ids[dataset.train_rows()].tolist()
+        confidence = warehouse.proxy_column(
+            con,
+            model_name=claim.model_name,
+            model_version=1,
+            proxy="confidence",
+            sample_ids=train_ids,
         )
     champion = registry.champion_version(settings, claim.model_name)
     if champion != latest["version"]:
@@ -145,19 +162,19 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         ledger=ModelLedger(**latest["ledger"]),
         forget_rows=rows,
         profile=profile,
+        confidence=confidence,
     )
 
 
 @task(cache_policy=NO_CACHE)
 def plan_forgetting(ctx: Context, *, policy: Policy, exclude: tuple[str, ...] = ()) -> Plan:
+    rows = ctx.dataset.train_rows()
     candidates = enumerate_candidates(
-        lineage=ctx.parent.lineage,
-        recipe=ctx.parent.recipe,
-        classes=ctx.parent.classes,
-        n_retained=ctx.parent.n_retained,
-        removed=len(ctx.forget_rows),
+        ctx.parent,
+        ctx.forget_rows,
         policy=policy,
         ledger=ctx.ledger,
+        data=(ctx.dataset.features[rows], ctx.dataset.labels[rows]),
     )
     for c in candidates:
         if c.path in exclude and not c.rejected:
@@ -177,6 +194,7 @@ def unlearn(ctx: Context, *, plan: Plan, seed: int) -> Unlearned:
         ledger=ctx.ledger,
         seed=seed,
         progress=reporter(f"unlearning: {plan.chosen.path}"),
+        proxies=ctx.confidence,
     )
 
 
@@ -221,7 +239,16 @@ def publish_and_finalize(
     result: Unlearned,
     evaluation: dict[str, Any],
 ) -> dict[str, Any]:
-    """Certificate -> MLflow version + champion alias -> ledger finalized (in that order)."""
+    """Certificate -> MLflow version + champion alias -> ledger finalized (in that order).
+
+    Idempotent, so retries are safe: if an earlier attempt registered the version, it is reused."""
+    done = registry.version_for_run(settings, ctx.model_name, claim.run_id)
+    if done is not None:
+        _complete_registered_run(
+            settings, model_name=ctx.model_name, run_id=claim.run_id, version=done
+        )
+        cert = registry.load_version(settings, ctx.model_name, done).certificate
+        return _summary(cert, claim=claim, why=plan.why)
     version = registry.next_version(settings, ctx.model_name)
     with warehouse.connect(settings) as con:
         index_digest = warehouse.training_index_sha256(con, ctx.dataset.name)
@@ -253,7 +280,7 @@ def publish_and_finalize(
         cost=Cost(
             grad_evals=result.cost.grad_evals,
             seconds=result.cost.seconds,
-            retrain_grad_evals=float(ctx.parent.recipe["epochs"] * result.model.n_retained),
+            retrain_grad_evals=ctx.parent.retrain_grad_evals(result.model.n_retained),
             predicted_grad_evals=plan.chosen.predicted_grad_evals,
         ),
         metrics=evaluation["metrics"],
@@ -309,6 +336,25 @@ def publish_and_finalize(
             ),
         )
     return summary
+
+
+def _summary(cert: Certificate, *, claim: ledger.Claim, why: str) -> dict[str, Any]:
+    return {
+        "model_name": cert.model_name,
+        "version": cert.model_version,
+        "method": cert.method,
+        "guarantee": cert.guarantee,
+        "epsilon": cert.epsilon,
+        "delta": cert.delta,
+        "requests": len(claim.request_keys),
+        "samples": cert.forget_set_size,
+        "why": why,
+        "grad_evals": cert.cost.grad_evals,
+        "seconds": cert.cost.seconds,
+        "retrain_grad_evals": cert.cost.retrain_grad_evals,
+        "certificate_sha256": cert.sha256(),
+        **cert.metrics,
+    }
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)

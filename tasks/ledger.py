@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from data_contracts.states import RequestState
 from tasks import warehouse
 
 
@@ -165,3 +166,38 @@ def subject_requests(con: duckdb.DuckDBPyConnection, subject_id: str) -> list[di
         }
         for r in rows
     ]
+
+
+def invariant_violations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """What breaks "nothing lost, nothing doubled" in the ledger (empty list: it holds).
+
+    Every received row is in exactly one known state; each file's row count matches its record;
+    quarantined and superseded rows say why; planned rows belong to a running run; applied rows
+    have an application."""
+    states = sorted(s.value for s in RequestState)
+    checks = {
+        "rows in requests != sum of manifest_files.rows_received": """
+            SELECT (SELECT count(*) FROM requests)
+                   <> (SELECT coalesce(sum(rows_received), 0) FROM manifest_files)""",
+        "a file's rows_received differs from its rows in requests": """
+            SELECT count(*) > 0 FROM manifest_files f
+            WHERE f.rows_received <> (SELECT count(*) FROM requests r
+                                      WHERE r.file_digest = f.file_digest)""",
+        "requests rows without a manifest_files record": """
+            SELECT count(*) > 0 FROM requests r
+            WHERE NOT EXISTS (SELECT 1 FROM manifest_files f WHERE f.file_digest = r.file_digest)""",
+        "rows with a state outside the allowed set": f"""
+            SELECT count(*) > 0 FROM requests
+            WHERE state IS NULL OR state NOT IN ({", ".join(f"'{s}'" for s in states)})""",
+        "quarantined or superseded rows without a reason": """
+            SELECT count(*) > 0 FROM requests
+            WHERE state IN ('quarantined', 'superseded') AND (reason IS NULL OR reason = '')""",
+        "planned rows outside a running run": """
+            SELECT count(*) > 0 FROM requests r WHERE r.state = 'planned' AND NOT EXISTS (
+                SELECT 1 FROM runs WHERE runs.run_id = r.run_id AND runs.status = 'running')""",
+        "applied rows without an application": """
+            SELECT count(*) > 0 FROM requests r WHERE r.state = 'applied' AND NOT EXISTS (
+                SELECT 1 FROM applications a
+                WHERE a.file_digest = r.file_digest AND a.row_number = r.row_number)""",
+    }
+    return [name for name, sql in checks.items() if warehouse.fetch_one(con, sql)[0]]

@@ -13,7 +13,7 @@ from typing import Any
 
 from data_contracts.certificate import Certificate
 from data_contracts.settings import Settings
-from models.forgettable import ForgettableModel
+from models.forgettable import FORGOTTEN_MASK, ForgettableModel
 from models.weights import state_sha256
 from tasks import registry
 
@@ -52,7 +52,7 @@ def model_card(model: ForgettableModel, *, dataset: str, ledger: dict[str, Any])
 
 def model_from_version(stored: registry.StoredVersion) -> ForgettableModel:
     arrays = dict(stored.arrays)
-    removed = arrays.pop("removed")
+    removed = arrays.pop(FORGOTTEN_MASK)
     card = stored.card
     return ForgettableModel(
         recipe_name=card["recipe_name"],

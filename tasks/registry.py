@@ -137,6 +137,14 @@ def load_version(settings: Settings, model_name: str, version: int) -> StoredVer
     )
 
 
+def load_certificate(settings: Settings, model_name: str, version: int) -> Certificate:
+    """Only the version's certificate (readable even when its state file is damaged)."""
+    c = client(settings)
+    mv = c.get_model_version(model_name, str(version))
+    path = Path(c.download_artifacts(mv.run_id, f"model/{CERTIFICATE_FILE}"))
+    return Certificate.model_validate_json(path.read_text())
+
+
 def version_for_run(settings: Settings, model_name: str, flow_run_id: str) -> int | None:
     """The version a (possibly crashed) forgetting run registered, found by its run-id tag."""
     c = client(settings)

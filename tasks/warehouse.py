@@ -217,6 +217,42 @@ def write_features(
     return len(sample_ids)
 
 
+PROXY_COLUMNS = ("confidence", "max_confidence", "entropy", "binary_accuracy")
+
+
+def proxy_column(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model_name: str,
+    model_version: int,
+    proxy: str,
+    sample_ids: list[str],
+) -> np.ndarray | None:
+    """One proxy for `sample_ids`, in their order (NaN where missing); None if nothing stored."""
+    if proxy not in PROXY_COLUMNS:
+        raise ValueError(f"proxy must be one of {PROXY_COLUMNS}, got {proxy!r}")
+    con.register(
+        "wanted_ids",
+        pa.table(
+            {
+                "sample_id": pa.array(sample_ids, type=pa.string()),
+                "pos": pa.array(range(len(sample_ids)), type=pa.int64()),
+            }
+        ),
+    )
+    try:
+        rows = con.execute(
+            f"""SELECT f.{proxy} FROM wanted_ids w LEFT JOIN memorization_features f
+                ON f.sample_id = w.sample_id AND f.model_name = ? AND f.model_version = ?
+                ORDER BY w.pos""",  # the column name is checked against PROXY_COLUMNS above
+            [model_name, model_version],
+        ).fetchall()
+    finally:
+        con.unregister("wanted_ids")
+    values = np.array([np.nan if r[0] is None else r[0] for r in rows], dtype=np.float64)
+    return None if np.isnan(values).all() else values
+
+
 def memorization_profile(
     con: duckdb.DuckDBPyConnection,
     *,

@@ -1,0 +1,198 @@
+"""The whole chain through real Prefect flow runs, a real MLflow SQLite registry, a real DuckDB
+file, real GX validation and real torch training on digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_contracts.settings import Settings
+from flows.sample_manifest import write_sample_manifest
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+SUBJECTS = ["subject-3", "subject-17", "subject-42", "subject-101"]
+
+
+def _trained(home: Path) -> Settings:
+    from flows.train import train_flow
+
+    summary = train_flow(dataset="digits", recipe="pnsgd", name="digits-logreg", seed=0)
+    assert summary["version"] == 1
+    assert summary["test_accuracy"] > 0.85
+    return Settings()
+
+
+def _assert_invariant(settings: Settings) -> dict:
+    from tasks import warehouse
+
+    with warehouse.connect(settings) as con:
+        counts = warehouse.state_counts(con)
+        received = warehouse.rows_received(con)
+        files = warehouse.files_summary(con)
+    assert sum(counts.values()) == received == sum(f["rows"] for f in files)
+    return counts
+
+
+def test_train_then_forget_registers_certified_champion_v2(home: Path) -> None:
+    from flows.forget import forget_flow
+    from tasks import ledger, registry, warehouse
+
+    settings = _trained(home)
+    assert registry.champion_version(settings, "digits-logreg") == 1
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+
+    report = forget_flow(model_name="digits-logreg")
+
+    (model,) = report["models"]
+    assert model["version"] == 2 and model["method"] == "pnsgd" and model["guarantee"] == "certified"
+    assert model["epsilon"] <= 1.0
+    assert model["grad_evals"] < model["retrain_grad_evals"]
+    assert registry.champion_version(settings, "digits-logreg") == 2
+    assert abs(model["test_accuracy_after"] - model["test_accuracy_before"]) < 0.03
+
+    stored = registry.load_version(settings, "digits-logreg", 2)
+    cert = stored.certificate
+    parent = registry.load_version(settings, "digits-logreg", 1).certificate
+    assert cert.parent_certificate_sha256 == parent.sha256()
+    assert stored.certificate_sha256_tag == cert.sha256()
+    assert cert.method == "pnsgd" and cert.guarantee == "certified" and cert.model_version == 2
+    # 4 samples per subject, but only those in the training split are forgotten.
+    with warehouse.connect(settings) as con:
+        n_forget = con.execute(
+            "SELECT count(*) FROM training_index WHERE split = 'train' AND subject_id IN (SELECT unnest(?))",
+            [SUBJECTS],
+        ).fetchall()[0][0]
+    assert 8 <= n_forget <= 16 and cert.forget_set_size == n_forget
+    assert cert.delta == pytest.approx(1 / (1437 - n_forget))
+    assert len(cert.request_id_hashes) == 4
+    assert cert.cost.retrain_grad_evals == 50 * (1437 - n_forget)
+    from tasks.publishing import model_from_version, weights_sha256
+
+    assert weights_sha256(model_from_version(stored)) == cert.weights_sha256
+    required = {"certificate_id", "model_name", "model_version", "method", "guarantee", "epsilon", "delta",
+                "parameters", "weights_sha256", "parent_certificate_sha256", "forget_set_sha256",
+                "request_id_hashes", "cost", "metrics", "created_at"}
+    assert required <= set(cert.model_dump())
+
+    counts = _assert_invariant(settings)
+    assert counts["applied"] == 4 and counts["quarantined"] == 2
+    with warehouse.connect(settings) as con:
+        reasons = {r[0]: r[1] for r in con.execute("SELECT request_id, reason FROM quarantine").fetchall()}
+        audit = ledger.subject_requests(con, "subject-17")
+    assert "subject not in the training index" in reasons["req-unknown-subject"]
+    assert "legal_basis not in" in reasons["req-bad-basis"]
+    assert [(r["state"], r["model_version"], r["guarantee"]) for r in audit] == [("applied", 2, "certified")]
+    assert audit[0]["certificate_sha256"] == cert.sha256()
+    assert (settings.quarantine).exists() and any(settings.quarantine.glob("*.rejected.parquet"))
+
+    # A second run: the file is a no-op by digest, nothing is pending, no new version.
+    again = forget_flow(model_name="digits-logreg")
+    assert [f["outcome"] for f in again["files"]] == ["duplicate-file"]
+    assert again["models"][0]["requests"] == 0
+    assert registry.champion_version(settings, "digits-logreg") == 2
+    assert _assert_invariant(settings)["applied"] == 4
+
+
+def test_raw_subject_ids_never_leave_the_ledger(home: Path) -> None:
+    from flows.forget import forget_flow
+
+    settings = _trained(home)
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    forget_flow(model_name="digits-logreg")
+    needles = [s.encode() for s in SUBJECTS]
+    scanned = 0
+    for path in [home / "mlflow.db", *(home / "artifacts").rglob("*")]:
+        if path.is_file():
+            data = path.read_bytes()
+            scanned += 1
+            assert not any(n in data for n in needles), f"raw subject id found in {path}"
+    assert scanned > 5
+
+
+def test_crash_before_registration_releases_requests_and_rerun_applies_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.forget import forget_flow
+    from tasks import registry
+
+    settings = _trained(home)
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    real = registry.register_version
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full while uploading artifacts")
+
+    monkeypatch.setattr(registry, "register_version", crash)
+    with pytest.raises(OSError, match="disk full"):
+        forget_flow(model_name="digits-logreg")
+    counts = _assert_invariant(settings)
+    assert counts["pending"] == 4 and counts["planned"] == 0 and counts["applied"] == 0
+    assert registry.champion_version(settings, "digits-logreg") == 1
+
+    monkeypatch.setattr(registry, "register_version", real)
+    report = forget_flow(model_name="digits-logreg")
+    assert report["models"][0]["version"] == 2
+    assert _assert_invariant(settings)["applied"] == 4
+
+
+def test_crash_after_registration_is_completed_not_reapplied(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.forget import forget_flow
+    from tasks import ledger, registry
+
+    settings = _trained(home)
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    real = ledger.finalize_run
+
+    def killed(*args, **kwargs):
+        raise ConnectionError("process killed between MLflow and DuckDB")
+
+    monkeypatch.setattr(ledger, "finalize_run", killed)
+    with pytest.raises(ConnectionError):
+        forget_flow(model_name="digits-logreg")
+    counts = _assert_invariant(settings)
+    assert counts["planned"] == 4 and counts["applied"] == 0  # as a killed process leaves it
+
+    monkeypatch.setattr(ledger, "finalize_run", real)
+    report = forget_flow(model_name="digits-logreg")
+    # Recovery found version 2 by its run tag and finished the ledger instead of unlearning again.
+    assert report["models"][0]["requests"] == 0
+    assert _assert_invariant(settings)["applied"] == 4
+    assert registry.champion_version(settings, "digits-logreg") == 2
+    assert registry.next_version(settings, "digits-logreg") == 3
+
+
+def test_retried_publish_reuses_the_registered_version(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.forget import forget_flow
+    from tasks import ledger, registry
+
+    settings = _trained(home)
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    real = ledger.finalize_run
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "finalize_run", flaky)
+    report = forget_flow(model_name="digits-logreg")
+    assert report["models"][0]["version"] == 2 and calls["n"] == 2
+    assert registry.next_version(settings, "digits-logreg") == 3  # no second version for one request set
+    assert _assert_invariant(settings)["applied"] == 4
+
+
+def test_exact_policy_chooses_retrain(home: Path) -> None:
+    from data_contracts.policy import Policy
+    from flows.forget import forget_flow
+
+    settings = _trained(home)
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS[:1])
+    report = forget_flow(model_name="digits-logreg", policy=Policy(guarantee="exact"))
+    (model,) = report["models"]
+    assert model["method"] == "retrain" and model["guarantee"] == "exact"
+    rejected = {c["path"]: c["rejected"] for c in model["plan"]["candidates"]}
+    assert "weaker than the policy" in rejected["pnsgd"]

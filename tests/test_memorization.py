@@ -1,0 +1,195 @@
+"""Memorisation proxies and the subset-model reference on real digits data (small K for speed)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.cost import CostMeter
+from models.datasets import load_digits_dataset
+from models.learning_events import PROXIES, LearningEvents
+from models.memorization import (
+    ProxyScores,
+    ReferenceMemorisation,
+    curvature_proxy,
+    holdout_retraining_proxy,
+    learning_event_proxies,
+    memorisation_from_runs,
+    orient,
+    proxy_spearman,
+    subset_memorisation,
+    symmetric_kl,
+)
+from models.mlp import MlpEnsemble, MlpRecipe, accuracy, fit_ensemble, train_mlp
+
+RECIPE = MlpRecipe(hidden=128, epochs=30, batch_size=32, lr=0.01)
+TEST_RUNS = 16  # the benchmark uses 100; 16 keeps this file well under 30 s
+CHECKPOINT_EVERY_EPOCHS = 10
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matmuls run faster on one thread; restored so other modules are unaffected."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_digits_dataset()
+    tr, te = ds.train_rows(), ds.test_rows()
+    return ds.features[tr], ds.labels[tr], ds.features[te], ds.labels[te]
+
+
+@pytest.fixture(scope="module")
+def reference(digits) -> ReferenceMemorisation:
+    x, y, _, _ = digits
+    return subset_memorisation(x, y, classes=10, recipe=RECIPE, runs=TEST_RUNS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    x, y, _, _ = digits
+    events = LearningEvents.zeros(len(y))
+    checkpoints: list[MlpEnsemble] = []
+    meter = CostMeter()
+
+    def keep(epoch: int, model: MlpEnsemble) -> None:
+        if epoch % CHECKPOINT_EVERY_EPOCHS == 0:
+            checkpoints.append(copy.deepcopy(model))
+
+    model = train_mlp(
+        x, y, classes=10, recipe=RECIPE, seed=5, events=events, meter=meter, on_epoch_end=keep
+    )
+    return model, events, checkpoints, meter
+
+
+def test_training_loop_feeds_learning_events_once_per_row_per_epoch(digits, trained):
+    _, y, xt, yt = digits
+    model, events, checkpoints, meter = trained
+    assert torch.equal(events.counts, torch.full((len(y),), RECIPE.epochs))
+    assert meter.grad_evals == RECIPE.epochs * len(y)
+    assert len(checkpoints) == RECIPE.epochs // CHECKPOINT_EVERY_EPOCHS
+    assert accuracy(model, xt, yt) > 0.95
+
+
+def test_ensemble_members_train_independently_of_each_other(digits):
+    x, y, _, _ = digits
+    recipe = MlpRecipe(hidden=16, epochs=2, batch_size=16)
+    rows_a = np.stack([np.arange(0, 200), np.arange(200, 400)])
+    rows_b = np.stack([np.arange(0, 200), np.arange(600, 800)])  # member 1 sees other data
+    runs = []
+    for rows in (rows_a, rows_b):
+        ens = MlpEnsemble(dim=x.shape[1], classes=10, hidden=16, members=2, seed=3)
+        runs.append(fit_ensemble(ens, x, y, member_rows=rows, recipe=recipe, seed=4))
+    for p_a, p_b in zip(runs[0].parameters(), runs[1].parameters(), strict=True):
+        assert torch.allclose(p_a[0], p_b[0], atol=1e-6)
+        assert not torch.allclose(p_a[1], p_b[1], atol=1e-3)
+
+
+def test_estimator_is_mean_correctness_in_minus_out():
+    correct = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1]], dtype=bool)
+    member = np.array([[1, 1, 1], [1, 0, 1], [0, 1, 1], [0, 0, 1]], dtype=bool)
+    mem = memorisation_from_runs(correct, member)
+    assert mem[0] == pytest.approx(1.0 - 0.5)  # in: runs 0,1 (1,1); out: runs 2,3 (0,1)
+    assert mem[1] == pytest.approx(1.0 - 0.5)  # in: runs 0,2 (1,1); out: runs 1,3 (0,1)
+    assert math.isnan(mem[2])  # in every run: no out-estimate
+
+
+def test_reference_memorisation_is_reliable_and_concentrated_on_few_rows(reference):
+    finite = reference.scores[np.isfinite(reference.scores)]
+    assert finite.size > 0.99 * reference.scores.size
+    assert reference.member_mask.mean() == pytest.approx(0.7, abs=0.01)
+    split_half, _ = reference.split_half_reliability()
+    assert split_half > 0.4
+    # digits is easy: most rows are classified right with or without them, so mem(i) = 0
+    assert 0.6 < np.mean(finite == 0) < 0.98
+    assert reference.tie_ceiling() < 0.8
+
+
+def test_tie_ceiling_matches_closed_form_for_zero_ties():
+    n, tied = 1000, 900
+    scores = np.r_[np.zeros(tied), np.linspace(0.1, 1, n - tied)]
+    ref = ReferenceMemorisation(
+        scores=scores,
+        correct=np.zeros((2, n), bool),
+        true_class_probs=np.zeros((2, n)),
+        member_mask=np.zeros((2, n), bool),
+        grad_evals=0.0,
+        seconds=0.0,
+    )
+    assert ref.tie_ceiling() == pytest.approx(math.sqrt(1 - 0.9**3), abs=0.01)
+
+
+def test_learning_event_proxies_correlate_positively_with_reference(trained, reference):
+    _, events, _, _ = trained
+    proxies = learning_event_proxies(events)
+    assert set(proxies) == set(PROXIES)
+    for proxy in proxies.values():
+        assert proxy.grad_evals == 0.0
+        assert proxy_spearman(proxy, reference.scores) > 0.25, proxy.name
+    # orientation matters: the raw confidence (high = well learned) is anti-correlated
+    raw = ProxyScores("raw", proxies["confidence"].scores, "high", 0.0, 0.0)
+    assert proxy_spearman(raw, reference.scores) < -0.25
+
+
+def test_holdout_proxy_correlates_positively_and_costs_finetune_plus_two_forwards(
+    digits, trained, reference
+):
+    x, y, xt, yt = digits
+    model, _, _, _ = trained
+    finetune = MlpRecipe(epochs=5)
+    meter = CostMeter()
+    proxy = holdout_retraining_proxy(
+        model, x, y, x_holdout=xt, y_holdout=yt, recipe=finetune, seed=2, meter=meter
+    )
+    assert proxy.grad_evals == pytest.approx(finetune.epochs * len(yt) + 2 * len(y) / 3)
+    assert meter.grad_evals == pytest.approx(proxy.grad_evals)
+    assert np.all(proxy.scores >= 0)
+    assert proxy_spearman(proxy, reference.scores) > 0.25
+
+
+def test_curvature_proxy_correlates_positively_and_costs_checkpoints_times_probes(
+    digits, trained, reference
+):
+    x, y, _, _ = digits
+    _, _, checkpoints, _ = trained
+    proxy = curvature_proxy(checkpoints, x, y, probes=2, seed=3)
+    assert proxy.grad_evals == len(checkpoints) * 3 * len(y)
+    assert np.all(proxy.scores >= 0)
+    assert proxy_spearman(proxy, reference.scores) > 0.25
+
+
+def test_symmetric_kl_is_zero_on_identical_rows_and_symmetric():
+    p = np.array([[0.7, 0.3], [0.5, 0.5]])
+    q = np.array([[0.2, 0.8], [0.5, 0.5]])
+    assert symmetric_kl(p, q) == pytest.approx(symmetric_kl(q, p))
+    assert symmetric_kl(p, q)[1] == pytest.approx(0.0)
+    assert symmetric_kl(p, q)[0] > 0
+
+
+def test_invalid_parameters_name_themselves(digits, trained):
+    x, y, _, _ = digits
+    model, _, checkpoints, _ = trained
+    with pytest.raises(ValueError, match="runs"):
+        subset_memorisation(x, y, classes=10, recipe=RECIPE, runs=1, seed=0)
+    with pytest.raises(ValueError, match="subset_fraction"):
+        subset_memorisation(x, y, classes=10, recipe=RECIPE, runs=4, subset_fraction=1.0, seed=0)
+    with pytest.raises(ValueError, match="step"):
+        curvature_proxy(checkpoints, x, y, step=0.0, seed=0)
+    with pytest.raises(ValueError, match="probes"):
+        curvature_proxy(checkpoints, x, y, probes=0, seed=0)
+    with pytest.raises(ValueError, match="x_holdout"):
+        holdout_retraining_proxy(
+            model, x, y, x_holdout=x[:0], y_holdout=y[:0], recipe=RECIPE, seed=0
+        )
+    with pytest.raises(ValueError, match="direction"):
+        orient(np.zeros(3), direction="up")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lr"):
+        MlpRecipe(lr=0.0).validate()
