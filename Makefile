@@ -6,7 +6,11 @@ export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean server serve
+
+PREFECT_PORT ?= 4200
+MLFLOW_PORT  ?= 5000
+CRON         ?= 0 2 * * *
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,6 +30,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# Local Prefect server + MLflow UI on loopback, on the state directory's stores (docs/operations.md).
+server: $(STAMP)
+	$(VENV)/bin/forgetflow server --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
+
+# Serve the nightly-forgetting and forget-now deployments against that server.
+serve: $(STAMP)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(VENV)/bin/forgetflow serve --cron "$(CRON)"
 
 clean:
 	rm -rf .forgetflow

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from data_contracts.errors import ForgetflowError
 from data_contracts.settings import Settings, apply_library_environment
+from flows.ops_commands import serve, server
 from flows.privacy_command import privacy
 
 app = typer.Typer(
@@ -29,6 +30,8 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 app.command("privacy")(privacy)
+app.command("serve")(serve)
+app.command("server")(server)
 
 
 def _settings() -> Settings:

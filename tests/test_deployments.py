@@ -1,0 +1,293 @@
+"""Deployments and the operator commands.
+
+Fast tests: the parameter model, manifest delivery, the deployment definitions, and the one-line
+errors of `serve` / `server`. The integration test runs real processes: a Prefect server on a
+free loopback port, `forgetflow serve` in its own process, and clients in subprocesses (each with
+its own PREFECT_API_URL, so nothing depends on the Prefect settings of the pytest process). It
+proves that `forget-now`, triggered through the API with parameters, forgets and registers v2 in
+MLflow; that the API rejects invalid parameters; and that `nightly-forgetting` carries its UTC
+cron schedule, still active after the serving process stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+import typer
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from data_contracts.errors import ForgetflowError
+from data_contracts.policy import Policy
+from data_contracts.settings import Settings
+from deployments.parameters import ForgetRunParameters
+from flows.ops_commands import (
+    free_port,
+    prefect_server_argv,
+    serve,
+    server,
+    start_process,
+    stop,
+    wait_healthy,
+)
+
+CRON = "0 2 * * *"
+QUIET = {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "TQDM_DISABLE": "1",
+}
+
+TRIGGER = textwrap.dedent(
+    """
+    import asyncio, json, time
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from data_contracts.settings import Settings
+    from flows.sample_manifest import write_sample_manifest
+    from flows.train import train_flow
+    from tasks import registry
+
+    settings = Settings()
+    train_flow(dataset="digits", recipe="pnsgd", name="digits-logreg", seed=0, overrides={"epochs": 5})
+    write_sample_manifest(
+        settings.inbox / "m.parquet", model_name="digits-logreg", subjects=["subject-3", "subject-17"]
+    )
+
+    async def wait_for_deployments():
+        async with get_client() as client:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    for name in ("nightly-forgetting", "forget-now"):
+                        await client.read_deployment_by_name(f"forget-deployment/{name}")
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(1)
+
+    asyncio.run(wait_for_deployments())
+    try:
+        run_deployment(name="forget-deployment/forget-now", parameters={"params": {"epsilon": -1.0}}, timeout=0)
+        invalid = "accepted"
+    except Exception as err:  # PrefectHTTPStatusError carries the server's answer
+        response = getattr(err, "response", None)
+        invalid = getattr(response, "status_code", type(err).__name__)
+    run = run_deployment(
+        name="forget-deployment/forget-now",
+        parameters={"params": {"model_name": "digits-logreg", "epsilon": 2.0, "max_accuracy_drop": 0.05}},
+        timeout=150,
+        poll_interval=1,
+    )
+    versions = registry.client(settings).search_model_versions("name='digits-logreg'")
+    print(json.dumps({"state": run.state.type.value, "message": run.state.message,
+                      "parameters": run.parameters, "invalid": invalid,
+                      "champion": registry.champion_version(settings, "digits-logreg"),
+                      "versions": sorted(int(v.version) for v in versions)}))
+    """
+)
+
+
+def test_parameters_override_only_the_policy_fields_they_set():
+    assert ForgetRunParameters().policy() == Policy()
+    params = ForgetRunParameters(epsilon=2.0, guarantee="exact", model_name="", inbox=" ")
+    assert params.policy() == Policy(epsilon=2.0, guarantee="exact")
+    assert params.model_name is None and params.inbox is None  # the UI's cleared text fields
+    assert ForgetRunParameters(inbox="drops/2026-11-22/").inbox == "drops/2026-11-22"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epsilon": -1.0},
+        {"delta": 1.5},
+        {"max_accuracy_drop": 2.0},
+        {"guarantee": "none"},
+        {"model_name": "digits logreg"},
+        {"inbox": "../outside"},
+        {"inbox": "/etc"},
+        {"dry_run": "perhaps"},
+        {"unknown": 1},
+    ],
+)
+def test_parameters_reject_values_the_flow_cannot_use(bad: dict):
+    with pytest.raises(ValidationError):
+        ForgetRunParameters(**bad)
+
+
+def test_delivery_copies_each_manifest_once_and_never_from_outside_home(tmp_path: Path):
+    from deployments.serve import deliver_manifests
+
+    settings = Settings(home=tmp_path / "home")
+    drop = settings.home / "drops" / "a"
+    drop.mkdir(parents=True)
+    (drop / "m.parquet").write_bytes(b"first")
+    (drop / ".hidden").write_bytes(b"x")
+    (drop / "upload.parquet.tmp").write_bytes(b"partial")
+    assert deliver_manifests.fn(settings, "drops/a") == ["m.parquet"]
+    assert deliver_manifests.fn(settings, "drops/a") == []  # a re-run delivers nothing new
+    (drop / "m.parquet").write_bytes(b"second")  # same name, other content: both are kept
+    [renamed] = deliver_manifests.fn(settings, "drops/a")
+    assert renamed.startswith("m.") and renamed.endswith(".parquet")
+    assert sorted(p.name for p in settings.inbox.iterdir()) == sorted(["m.parquet", renamed])
+    assert (settings.inbox / "m.parquet").read_bytes() == b"first"
+    (tmp_path / "outside").mkdir()
+    with pytest.raises(ForgetflowError, match="expected a folder inside"):
+        deliver_manifests.fn(settings, "../outside")
+
+
+def test_nightly_runs_on_its_utc_cron_and_both_deployments_run_one_at_a_time():
+    from deployments.serve import build_deployments
+
+    nightly, now = build_deployments("30 3 * * 1-5")
+    assert (nightly.name, now.name) == ("nightly-forgetting", "forget-now")
+    [schedule] = nightly.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == (
+        "30 3 * * 1-5",
+        "UTC",
+        True,
+    )
+    assert now.schedules == []
+    for d in (nightly, now):
+        assert d.concurrency_limit == 1
+        assert d.concurrency_options.collision_strategy == "ENQUEUE"
+        assert d.paused is False and d.enforce_parameter_schema is True
+        assert d.entrypoint == "deployments.serve.forget_deployment"
+
+
+def test_a_malformed_cron_is_one_clear_error():
+    from deployments.serve import build_deployments
+
+    with pytest.raises(ForgetflowError, match=r"schedule '61 2 \* \* \*': expected a 5-field cron"):
+        build_deployments("61 2 * * *")
+
+
+ops = typer.Typer()
+
+
+@ops.callback()
+def _root() -> None:
+    """A group, as in flows/cli.py, so the commands are invoked by name."""
+
+
+ops.command("serve")(serve)
+ops.command("server")(server)
+
+
+def test_serve_without_a_server_url_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = CliRunner().invoke(ops, ["serve"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: PREFECT_API_URL is not set")
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
+    result = CliRunner().invoke(ops, ["serve", "--cron", "0 2 * * *"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: no Prefect server answers at http://127.0.0.1:")
+
+
+def test_server_refuses_a_port_in_use_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import socket
+
+    monkeypatch.setenv("FORGETFLOW_HOME", str(tmp_path / "home"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(ops, ["server", "--prefect-port", str(port)])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: prefect port {port} on 127.0.0.1 is already in use; pass --prefect-port\n"
+    )
+    assert not (tmp_path / "home" / "logs").exists()
+
+
+def _python(script: str, *, env: dict[str, str], cwd: Path, timeout: float) -> dict:
+    """Run `script` in a fresh interpreter; its last stdout line is a JSON report."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _read_deployment(api_url: str, name: str) -> dict:
+    """A deployment as the Prefect REST API returns it (read from the test process: no prefect import)."""
+    url = f"{api_url}/deployments/name/forget-deployment/{name}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def _log_tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+@pytest.mark.integration
+def test_forget_now_via_api_registers_v2_and_nightly_keeps_its_utc_cron(tmp_path: Path) -> None:
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    server_env = {**os.environ, **QUIET, "PREFECT_HOME": str(tmp_path / "prefect-server")}
+    server_env.pop("PREFECT_API_URL", None)
+    home = tmp_path / "home"
+    client_env = {
+        **os.environ,
+        **QUIET,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(home / "prefect"),
+        "FORGETFLOW_HOME": str(home),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # serve picks up the manual run within seconds
+    }
+    # Every process runs outside the repository: the module-path entrypoint must not need a cwd.
+    work = tmp_path / "work"
+    work.mkdir()
+    server = start_process(
+        prefect_server_argv(port), env=server_env, log_path=tmp_path / "prefect-server.log"
+    )
+    serving = None
+    try:
+        wait_healthy({"prefect server": f"{api_url}/health"}, {"prefect server": server})
+        serving = start_process(
+            [sys.executable, "-c", f"from flows.ops_commands import serve; serve(cron={CRON!r})"],
+            env=client_env,
+            cwd=work,
+            log_path=tmp_path / "serve.log",
+        )
+        triggered = _python(TRIGGER, env=client_env, cwd=work, timeout=240)
+        assert triggered["state"] == "COMPLETED", (triggered, _log_tail(tmp_path / "serve.log"))
+        assert triggered["parameters"]["params"]["model_name"] == "digits-logreg"
+        assert triggered["invalid"] in (409, 422), "the API must reject epsilon = -1"
+        assert serving.poll() is None, _log_tail(tmp_path / "serve.log")
+
+        stop(serving)  # a restart of the serving process must not pause the nightly schedule
+        serving = None
+        nightly = _read_deployment(api_url, "nightly-forgetting")
+        manual = _read_deployment(api_url, "forget-now")
+        schedules = [
+            [s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]]
+            for s in nightly["schedules"]
+        ]
+        assert schedules == [[CRON, "UTC", True]]
+        assert nightly["paused"] is False
+        assert manual["schedules"] == []
+        assert [d["global_concurrency_limit"]["limit"] for d in (nightly, manual)] == [1, 1]
+        assert triggered["versions"] == [1, 2]
+        assert triggered["champion"] == 2
+    finally:
+        if serving is not None:
+            stop(serving)
+        stop(server)

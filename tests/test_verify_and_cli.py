@@ -1,0 +1,99 @@
+"""`forgetflow verify` detects tampering; `status`, `audit` and `explain` answer from real stores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from data_contracts.settings import Settings
+from flows.sample_manifest import write_sample_manifest
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture
+def forgotten(home: Path) -> Settings:
+    """digits-logreg v1 trained, then v2 after forgetting two subjects (plus two invalid rows)."""
+    from flows.forget import forget_flow
+    from flows.train import train_flow
+
+    train_flow(dataset="digits", recipe="pnsgd", name="digits-logreg", seed=0)
+    settings = Settings()
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg",
+                          subjects=["subject-3", "subject-17"])
+    forget_flow(model_name="digits-logreg")
+    return settings
+
+
+def _artifact(settings: Settings, version: int, name: str) -> Path:
+    from tasks import registry
+
+    c = registry.client(settings)
+    mv = c.get_model_version("digits-logreg", str(version))
+    source = mv.source.removeprefix("file://")
+    return Path(source) / name
+
+
+def test_verify_passes_then_names_each_kind_of_tampering(forgotten: Settings) -> None:
+    from tasks.verification import verify_model
+
+    count, problems = verify_model(forgotten, "digits-logreg")
+    assert count == 2 and problems == []
+
+    state = _artifact(forgotten, 2, "state.npz")
+    original = state.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0x01
+    state.write_bytes(bytes(damaged))
+    _, problems = verify_model(forgotten, "digits-logreg")
+    assert problems and problems[0].version == 2 and problems[0].link == "weights"
+    state.write_bytes(original)
+
+    cert_path = _artifact(forgotten, 2, "certificate.json")
+    cert_text = cert_path.read_text()
+    cert_path.write_text(cert_text.replace('"guarantee":"certified"', '"guarantee":"exact"'))
+    _, problems = verify_model(forgotten, "digits-logreg")
+    assert problems[0].version == 2 and problems[0].link == "certificate"
+    cert_path.write_text(cert_text)
+
+    # Reordering: v1's certificate swapped into v2's place (and vice versa) breaks the chain.
+    v1 = _artifact(forgotten, 1, "certificate.json")
+    saved = v1.read_text()
+    shutil.copyfile(cert_path, v1)
+    cert_path.write_text(saved)
+    _, problems = verify_model(forgotten, "digits-logreg")
+    assert {p.link for p in problems} >= {"version", "chain"}
+    assert problems[0].version == 1
+    cert_path.write_text(cert_text)
+    v1.write_text(saved)
+    assert verify_model(forgotten, "digits-logreg")[1] == []
+
+
+def test_cli_status_audit_explain_and_verify(forgotten: Settings) -> None:
+    from flows.cli import app
+
+    runner = CliRunner()
+    status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert status["rows_received"] == 4 == sum(status["states"].values())
+    assert status["states"]["applied"] == 2 and status["states"]["quarantined"] == 2
+    (f,) = status["files"]
+    assert f["rows"] == 4 and f["outcome"] == "ingested" and len(f["digest"]) == 64
+
+    audit = json.loads(runner.invoke(app, ["audit", "subject-17", "--json"]).stdout)
+    assert audit["subject_id"] == "subject-17"
+    (req,) = audit["requests"]
+    assert req["state"] == "applied" and req["model_version"] == 2 and req["guarantee"] == "certified"
+    assert set(req) >= {"request_id", "state", "reason", "model_name", "model_version", "guarantee",
+                        "certificate_sha256"}
+    assert json.loads(runner.invoke(app, ["audit", "nobody", "--json"]).stdout)["requests"] == []
+
+    explained = runner.invoke(app, ["explain", "digits-logreg:2"])
+    assert explained.exit_code == 0 and "retrain" in explained.stdout and "pnsgd" in explained.stdout
+    missing = runner.invoke(app, ["explain", "no-such-run"])
+    assert missing.exit_code == 2
+
+    assert runner.invoke(app, ["verify"]).exit_code == 0
