@@ -135,6 +135,13 @@ def forget_flow(
             "rows_received": warehouse.rows_received(con),
             "states": warehouse.state_counts(con),
         }
-    report = {"files": [f.as_dict() for f in files], "models": results, "status": status}
+        ingested = [f.digest for f in files if f.outcome != "duplicate-file"]
+        quarantine = warehouse.quarantined_rows(con, ingested)
+    report = {
+        "files": [f.as_dict() for f in files],
+        "models": results,
+        "status": status,
+        "quarantine": quarantine,
+    }
     publish_run_artifacts(report)
     return report

@@ -39,6 +39,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
             f"test accuracy {m['test_accuracy_before']:.3f} -> {m['test_accuracy_after']:.3f}; "
             f"MIA AUC {m['mia_auc_after']:.3f}. Why: {m['why']}"
         )
+        lines += [f"  - plot in MLflow: `{p}`" for p in m.get("plots", [])]
     return "\n".join(lines)
 
 
@@ -55,6 +56,12 @@ def publish_run_artifacts(report: dict[str, Any]) -> None:
                 table=m["plan"]["candidates"],
                 description=f"unlearning paths considered for {m['model_name']}",
             )
+    if report.get("quarantine"):
+        create_table_artifact(
+            key="quarantined-rows",
+            table=report["quarantine"],
+            description="rows quarantined in this run and why (request ids hashed)",
+        )
     files = [
         {k: f.get(k) for k in ("file_name", "outcome", "rows", "reason")} for f in report["files"]
     ]

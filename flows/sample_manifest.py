@@ -12,7 +12,7 @@ from data_contracts.manifest import MANIFEST_SCHEMA
 
 
 def write_sample_manifest(
-    path: Path, *, model_name: str, subjects: list[str], now: datetime | None = None
+    path: Path, *, model_name: str | None, subjects: list[str], now: datetime | None = None
 ) -> Path:
     """Valid requests for `subjects` plus one unknown subject and one bad legal basis."""
     now = now or datetime.now(UTC)

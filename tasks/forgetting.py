@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -296,32 +298,23 @@ def publish_and_finalize(
         "request_merkle_root": certificate.request_merkle_root or "",
         "parent_version": str(ctx.parent_version),
     }
-    published = publishing.publish(
-        settings,
-        model_name=ctx.model_name,
-        model=result.model,
-        certificate=certificate,
-        dataset=ctx.dataset.name,
-        ledger=new_ledger.as_dict(),
-        metrics={k: v for k, v in evaluation["metrics"].items() if v is not None},
-        tags=tags,
-    )
-    summary = {
-        "model_name": ctx.model_name,
-        "version": published,
-        "method": result.method,
-        "guarantee": result.guarantee,
-        "epsilon": result.epsilon,
-        "delta": result.delta,
-        "requests": len(claim.request_keys),
-        "samples": len(forgotten_ids),
-        "why": plan.why,
-        "grad_evals": result.cost.grad_evals,
-        "seconds": result.cost.seconds,
-        "retrain_grad_evals": certificate.cost.retrain_grad_evals,
-        "certificate_sha256": certificate.sha256(),
-        **evaluation["metrics"],
-    }
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = _plots(ctx, plan, Path(tmp))
+        published = publishing.publish(
+            settings,
+            model_name=ctx.model_name,
+            model=result.model,
+            certificate=certificate,
+            dataset=ctx.dataset.name,
+            ledger=new_ledger.as_dict(),
+            metrics={k: v for k, v in evaluation["metrics"].items() if v is not None},
+            tags=tags,
+            plots=plots,
+        )
+    summary = _summary(certificate, claim=claim, why=plan.why)
+    summary["plots"] = [
+        f"models:/{ctx.model_name}/{published} -> plots/{p.name}" for p in plots.values()
+    ]
     with warehouse.connect(settings) as con:
         ledger.finalize_run(
             con,
@@ -336,6 +329,34 @@ def publish_and_finalize(
             ),
         )
     return summary
+
+
+def _plots(ctx: Context, plan: Plan, out_dir: Path) -> dict[str, Path]:
+    """PNGs logged with the version: cost per path, forget-set memorisation, privacy-utility."""
+    from models.pnsgd import PnsgdRecipe
+    from tasks import plots
+
+    made = {"cost_per_path": plots.cost_per_path_plot(plan.table(), out_dir)}
+    if ctx.confidence is not None:
+        scores = ctx.confidence
+        made["memorization_hist"] = plots.memorization_histogram(
+            scores[~np.isnan(scores)],
+            scores[ctx.forget_rows],
+            "confidence",
+            out_dir,
+            high_memorisation_when="low",
+        )
+    if ctx.parent.lineage == "pnsgd":
+        recipe = PnsgdRecipe(**ctx.parent.recipe)
+        rows = plots.privacy_utility_rows(
+            n=ctx.parent.n_retained,
+            classes=ctx.parent.classes,
+            recipe=recipe,
+            sigmas=[recipe.sigma / 2, recipe.sigma, recipe.sigma * 2],
+            removed=len(ctx.forget_rows),
+        )
+        made["privacy_utility"] = plots.privacy_utility_plot(rows, out_dir)
+    return made
 
 
 def _summary(cert: Certificate, *, claim: ledger.Claim, why: str) -> dict[str, Any]:

@@ -353,3 +353,22 @@ def files_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def quarantined_rows(
+    con: duckdb.DuckDBPyConnection, digests: list[str], *, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Quarantined rows of the given files with their reasons (request ids as salted hashes)."""
+    if not digests:
+        return []
+    rows = con.execute(
+        """SELECT f.file_name, r.row_number, r.request_hash, r.reason FROM requests r
+           JOIN manifest_files f USING (file_digest)
+           WHERE r.state = 'quarantined' AND r.file_digest IN (SELECT unnest(?))
+           ORDER BY f.file_name, r.row_number LIMIT ?""",
+        [digests, limit],
+    ).fetchall()
+    return [
+        {"file": r[0], "row": int(r[1]), "request_hash": (r[2] or "")[:16], "reason": r[3]}
+        for r in rows
+    ]

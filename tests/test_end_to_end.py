@@ -41,12 +41,16 @@ def test_train_then_forget_registers_certified_champion_v2(home: Path) -> None:
 
     settings = _trained(home)
     assert registry.champion_version(settings, "digits-logreg") == 1
-    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    write_sample_manifest(
+        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
+    )
 
-    report = forget_flow(model_name="digits-logreg")
+    report = forget_flow(seed=0, model_name="digits-logreg")
 
     (model,) = report["models"]
-    assert model["version"] == 2 and model["method"] == "pnsgd" and model["guarantee"] == "certified"
+    assert (
+        model["version"] == 2 and model["method"] == "pnsgd" and model["guarantee"] == "certified"
+    )
     assert model["epsilon"] <= 1.0
     assert model["grad_evals"] < model["retrain_grad_evals"]
     assert registry.champion_version(settings, "digits-logreg") == 2
@@ -71,24 +75,42 @@ def test_train_then_forget_registers_certified_champion_v2(home: Path) -> None:
     from tasks.publishing import model_from_version, weights_sha256
 
     assert weights_sha256(model_from_version(stored)) == cert.weights_sha256
-    required = {"certificate_id", "model_name", "model_version", "method", "guarantee", "epsilon", "delta",
-                "parameters", "weights_sha256", "parent_certificate_sha256", "forget_set_sha256",
-                "request_id_hashes", "cost", "metrics", "created_at"}
+    required = {
+        "certificate_id",
+        "model_name",
+        "model_version",
+        "method",
+        "guarantee",
+        "epsilon",
+        "delta",
+        "parameters",
+        "weights_sha256",
+        "parent_certificate_sha256",
+        "forget_set_sha256",
+        "request_id_hashes",
+        "cost",
+        "metrics",
+        "created_at",
+    }
     assert required <= set(cert.model_dump())
 
     counts = _assert_invariant(settings)
     assert counts["applied"] == 4 and counts["quarantined"] == 2
     with warehouse.connect(settings) as con:
-        reasons = {r[0]: r[1] for r in con.execute("SELECT request_id, reason FROM quarantine").fetchall()}
+        reasons = {
+            r[0]: r[1] for r in con.execute("SELECT request_id, reason FROM quarantine").fetchall()
+        }
         audit = ledger.subject_requests(con, "subject-17")
     assert "subject not in the training index" in reasons["req-unknown-subject"]
     assert "legal_basis not in" in reasons["req-bad-basis"]
-    assert [(r["state"], r["model_version"], r["guarantee"]) for r in audit] == [("applied", 2, "certified")]
+    assert [(r["state"], r["model_version"], r["guarantee"]) for r in audit] == [
+        ("applied", 2, "certified")
+    ]
     assert audit[0]["certificate_sha256"] == cert.sha256()
     assert (settings.quarantine).exists() and any(settings.quarantine.glob("*.rejected.parquet"))
 
     # A second run: the file is a no-op by digest, nothing is pending, no new version.
-    again = forget_flow(model_name="digits-logreg")
+    again = forget_flow(seed=0, model_name="digits-logreg")
     assert [f["outcome"] for f in again["files"]] == ["duplicate-file"]
     assert again["models"][0]["requests"] == 0
     assert registry.champion_version(settings, "digits-logreg") == 2
@@ -99,8 +121,10 @@ def test_raw_subject_ids_never_leave_the_ledger(home: Path) -> None:
     from flows.forget import forget_flow
 
     settings = _trained(home)
-    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
-    forget_flow(model_name="digits-logreg")
+    write_sample_manifest(
+        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
+    )
+    forget_flow(seed=0, model_name="digits-logreg")
     needles = [s.encode() for s in SUBJECTS]
     scanned = 0
     for path in [home / "mlflow.db", *(home / "artifacts").rglob("*")]:
@@ -118,7 +142,9 @@ def test_crash_before_registration_releases_requests_and_rerun_applies_once(
     from tasks import registry
 
     settings = _trained(home)
-    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    write_sample_manifest(
+        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
+    )
     real = registry.register_version
 
     def crash(*args, **kwargs):
@@ -126,23 +152,27 @@ def test_crash_before_registration_releases_requests_and_rerun_applies_once(
 
     monkeypatch.setattr(registry, "register_version", crash)
     with pytest.raises(OSError, match="disk full"):
-        forget_flow(model_name="digits-logreg")
+        forget_flow(seed=0, model_name="digits-logreg")
     counts = _assert_invariant(settings)
     assert counts["pending"] == 4 and counts["planned"] == 0 and counts["applied"] == 0
     assert registry.champion_version(settings, "digits-logreg") == 1
 
     monkeypatch.setattr(registry, "register_version", real)
-    report = forget_flow(model_name="digits-logreg")
+    report = forget_flow(seed=0, model_name="digits-logreg")
     assert report["models"][0]["version"] == 2
     assert _assert_invariant(settings)["applied"] == 4
 
 
-def test_crash_after_registration_is_completed_not_reapplied(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_after_registration_is_completed_not_reapplied(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.forget import forget_flow
     from tasks import ledger, registry
 
     settings = _trained(home)
-    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    write_sample_manifest(
+        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
+    )
     real = ledger.finalize_run
 
     def killed(*args, **kwargs):
@@ -150,12 +180,12 @@ def test_crash_after_registration_is_completed_not_reapplied(home: Path, monkeyp
 
     monkeypatch.setattr(ledger, "finalize_run", killed)
     with pytest.raises(ConnectionError):
-        forget_flow(model_name="digits-logreg")
+        forget_flow(seed=0, model_name="digits-logreg")
     counts = _assert_invariant(settings)
     assert counts["planned"] == 4 and counts["applied"] == 0  # as a killed process leaves it
 
     monkeypatch.setattr(ledger, "finalize_run", real)
-    report = forget_flow(model_name="digits-logreg")
+    report = forget_flow(seed=0, model_name="digits-logreg")
     # Recovery found version 2 by its run tag and finished the ledger instead of unlearning again.
     assert report["models"][0]["requests"] == 0
     assert _assert_invariant(settings)["applied"] == 4
@@ -163,12 +193,16 @@ def test_crash_after_registration_is_completed_not_reapplied(home: Path, monkeyp
     assert registry.next_version(settings, "digits-logreg") == 3
 
 
-def test_retried_publish_reuses_the_registered_version(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retried_publish_reuses_the_registered_version(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.forget import forget_flow
     from tasks import ledger, registry
 
     settings = _trained(home)
-    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS)
+    write_sample_manifest(
+        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
+    )
     real = ledger.finalize_run
     calls = {"n": 0}
 
@@ -179,9 +213,11 @@ def test_retried_publish_reuses_the_registered_version(home: Path, monkeypatch: 
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ledger, "finalize_run", flaky)
-    report = forget_flow(model_name="digits-logreg")
+    report = forget_flow(seed=0, model_name="digits-logreg")
     assert report["models"][0]["version"] == 2 and calls["n"] == 2
-    assert registry.next_version(settings, "digits-logreg") == 3  # no second version for one request set
+    assert (
+        registry.next_version(settings, "digits-logreg") == 3
+    )  # no second version for one request set
     assert _assert_invariant(settings)["applied"] == 4
 
 
@@ -190,9 +226,50 @@ def test_exact_policy_chooses_retrain(home: Path) -> None:
     from flows.forget import forget_flow
 
     settings = _trained(home)
-    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS[:1])
-    report = forget_flow(model_name="digits-logreg", policy=Policy(guarantee="exact"))
+    write_sample_manifest(
+        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS[:1]
+    )
+    report = forget_flow(seed=0, model_name="digits-logreg", policy=Policy(guarantee="exact"))
     (model,) = report["models"]
     assert model["method"] == "retrain" and model["guarantee"] == "exact"
     rejected = {c["path"]: c["rejected"] for c in model["plan"]["candidates"]}
     assert "weaker than the policy" in rejected["pnsgd"]
+
+
+def test_sisa_and_rum_models_forget_the_same_requests_through_one_run(home: Path) -> None:
+    from data_contracts.policy import Policy
+    from flows.forget import forget_flow
+    from flows.train import train_flow
+    from tasks import registry
+
+    train_flow(dataset="digits", recipe="sisa", name="digits-sisa", seed=0)
+    train_flow(dataset="digits", recipe="mlp", name="digits-mlp", seed=0)
+    settings = Settings()
+    # model_name=None on every row of this manifest: each request targets both models.
+    from flows.sample_manifest import write_sample_manifest as write
+
+    write(settings.inbox / "day1.parquet", model_name=None, subjects=["subject-3", "subject-17"])
+    report = forget_flow(seed=0, model_name=None, policy=Policy(guarantee="audited"))
+    by_model = {m["model_name"]: m for m in report["models"]}
+    assert (
+        by_model["digits-sisa"]["method"] == "sisa"
+        and by_model["digits-sisa"]["guarantee"] == "exact"
+    )
+    assert by_model["digits-sisa"]["grad_evals"] < by_model["digits-sisa"]["retrain_grad_evals"]
+    mlp = by_model["digits-mlp"]
+    assert mlp["method"] in {"rum", "retrain"}
+    cert = registry.load_version(settings, "digits-mlp", 2).certificate
+    if mlp["method"] == "rum":
+        assert cert.guarantee == "audited" and cert.lineage == "rum-modified"
+        assert cert.audit["passed"] and cert.metrics["mia_auc_after"] <= Policy().max_mia_auc
+    else:
+        assert "rum" in mlp["failed_paths"]
+    counts = _assert_invariant(settings)
+    # Two valid requests x two models: applied only once both models forgot them.
+    assert counts["applied"] == 2 and counts["pending"] == 0
+    c = registry.client(settings)
+    run_id = c.get_model_version("digits-sisa", "2").run_id
+    assert {a.path for a in c.list_artifacts(run_id, "plots")} >= {
+        "plots/cost_per_path.png",
+        "plots/memorization_hist.png",
+    }

@@ -23,9 +23,12 @@ def forgotten(home: Path) -> Settings:
 
     train_flow(dataset="digits", recipe="pnsgd", name="digits-logreg", seed=0)
     settings = Settings()
-    write_sample_manifest(settings.inbox / "day1.parquet", model_name="digits-logreg",
-                          subjects=["subject-3", "subject-17"])
-    forget_flow(model_name="digits-logreg")
+    write_sample_manifest(
+        settings.inbox / "day1.parquet",
+        model_name="digits-logreg",
+        subjects=["subject-3", "subject-17"],
+    )
+    forget_flow(seed=0, model_name="digits-logreg")
     return settings
 
 
@@ -86,13 +89,24 @@ def test_cli_status_audit_explain_and_verify(forgotten: Settings) -> None:
     audit = json.loads(runner.invoke(app, ["audit", "subject-17", "--json"]).stdout)
     assert audit["subject_id"] == "subject-17"
     (req,) = audit["requests"]
-    assert req["state"] == "applied" and req["model_version"] == 2 and req["guarantee"] == "certified"
-    assert set(req) >= {"request_id", "state", "reason", "model_name", "model_version", "guarantee",
-                        "certificate_sha256"}
+    assert (
+        req["state"] == "applied" and req["model_version"] == 2 and req["guarantee"] == "certified"
+    )
+    assert set(req) >= {
+        "request_id",
+        "state",
+        "reason",
+        "model_name",
+        "model_version",
+        "guarantee",
+        "certificate_sha256",
+    }
     assert json.loads(runner.invoke(app, ["audit", "nobody", "--json"]).stdout)["requests"] == []
 
     explained = runner.invoke(app, ["explain", "digits-logreg:2"])
-    assert explained.exit_code == 0 and "retrain" in explained.stdout and "pnsgd" in explained.stdout
+    assert (
+        explained.exit_code == 0 and "retrain" in explained.stdout and "pnsgd" in explained.stdout
+    )
     missing = runner.invoke(app, ["explain", "no-such-run"])
     assert missing.exit_code == 2
 
