@@ -48,6 +48,8 @@ DDL = [
         model_name VARCHAR NOT NULL, model_version INTEGER NOT NULL, sample_id VARCHAR NOT NULL,
         confidence DOUBLE, max_confidence DOUBLE, entropy DOUBLE, binary_accuracy DOUBLE,
         visits BIGINT, PRIMARY KEY (model_name, model_version, sample_id))""",
+    """CREATE TABLE IF NOT EXISTS policies (
+        model_name VARCHAR PRIMARY KEY, policy_json VARCHAR NOT NULL, updated_at TIMESTAMPTZ NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS proxy_directions (
         proxy VARCHAR PRIMARY KEY, high_memorisation_when VARCHAR NOT NULL)""",
     """CREATE OR REPLACE VIEW quarantine AS

@@ -246,6 +246,46 @@ def audit(subject_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 
 @app.command()
+def policy(
+    model: Annotated[str, typer.Argument(help="registered model name")],
+    guarantee: Annotated[str | None, typer.Option(help="exact | certified | audited")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="target epsilon")] = None,
+    delta: Annotated[float | None, typer.Option(help="target delta (default 1/n)")] = None,
+    max_accuracy_drop: Annotated[float | None, typer.Option(help="max test-accuracy drop")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a model's forgetting policy, or set the given fields (validated; used by every run)."""
+    settings = _settings()
+    from data_contracts.policy import Policy
+    from tasks import warehouse
+
+    changes = {
+        k: v
+        for k, v in {
+            "guarantee": guarantee,
+            "epsilon": epsilon,
+            "delta": delta,
+            "max_accuracy_drop": max_accuracy_drop,
+        }.items()
+        if v is not None
+    }
+    with _user_errors(), warehouse.connect(settings) as con:
+        if warehouse.model_row(con, model) is None:
+            raise ForgetflowError(f"unknown model '{model}'")
+        current = warehouse.stored_policy(con, model) or Policy()
+        if changes:
+            try:
+                current = Policy(**{**current.model_dump(), **changes})
+            except ValueError as err:
+                raise ForgetflowError(f"invalid policy for '{model}': {err}") from None
+            warehouse.store_policy(con, model, current)
+    if as_json:
+        out.print_json(current.model_dump_json())
+    else:
+        out.print(f"{model}: {current.model_dump()}", highlight=False)
+
+
+@app.command()
 def verify(
     model: Annotated[
         str | None, typer.Option(help="only this model (default: every model)")

@@ -105,13 +105,17 @@ def forget_flow(
     dry_run: bool = False,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Ingest the inbox and make each model (or `model_name`) forget its pending requests."""
+    """Ingest the inbox and make each model (or `model_name`) forget its pending requests.
+
+    `policy` overrides every model's own policy (`forgetflow policy`) for this run only."""
     settings = Settings()
     settings.ensure_dirs()
-    policy = policy or Policy()
     files = forgetting.ingest_inbox(settings)
     with warehouse.connect(settings) as con:
         known = warehouse.model_names(con)
+        policies = {
+            name: policy or warehouse.stored_policy(con, name) or Policy() for name in known
+        }
     if model_name is not None and model_name not in known:
         raise ForgetflowError(
             f"unknown model '{model_name}'; known: {', '.join(known) or 'none (run forgetflow train)'}"
@@ -124,7 +128,7 @@ def forget_flow(
                 forget_model(
                     settings,
                     model_name=name,
-                    policy=policy,
+                    policy=policies[name],
                     run_id=f"{flow_id}:{name}",
                     dry_run=dry_run,
                     seed=seed,

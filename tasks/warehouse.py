@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from data_contracts.ddl import DDL, WAREHOUSE_SCHEMA_VERSION
 from data_contracts.errors import ForgetflowError
+from data_contracts.policy import Policy
 from data_contracts.settings import Settings
 from data_contracts.states import RequestState
 from models.datasets import Dataset
@@ -372,3 +373,16 @@ def quarantined_rows(
         {"file": r[0], "row": int(r[1]), "request_hash": (r[2] or "")[:16], "reason": r[3]}
         for r in rows
     ]
+
+
+def stored_policy(con: duckdb.DuckDBPyConnection, model_name: str) -> Policy | None:
+    """The model's own policy (validated on the way out, so a hand-edited row fails loudly)."""
+    row = fetch_one(con, "SELECT policy_json FROM policies WHERE model_name = ?", [model_name])
+    return None if row is None else Policy.model_validate_json(row[0])
+
+
+def store_policy(con: duckdb.DuckDBPyConnection, model_name: str, policy: Policy) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO policies VALUES (?, ?, ?)",
+        [model_name, policy.model_dump_json(), now()],
+    )

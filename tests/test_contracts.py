@@ -33,10 +33,20 @@ def test_set_sha256_ignores_order() -> None:
 
 
 def _cert(**overrides) -> Certificate:
-    fields = dict(model_name="m", model_version=2, parent_certificate_sha256="0" * 64, method="pnsgd",
-                  guarantee="certified", lineage="pnsgd", epsilon=0.5, delta=1e-3, weights_sha256="a" * 64,
-                  cost=Cost(grad_evals=10, seconds=0.1, retrain_grad_evals=100), certificate_id="fixed",
-                  created_at="2026-11-22T00:00:00Z")
+    fields = dict(
+        model_name="m",
+        model_version=2,
+        parent_certificate_sha256="0" * 64,
+        method="pnsgd",
+        guarantee="certified",
+        lineage="pnsgd",
+        epsilon=0.5,
+        delta=1e-3,
+        weights_sha256="a" * 64,
+        cost=Cost(grad_evals=10, seconds=0.1, retrain_grad_evals=100),
+        certificate_id="fixed",
+        created_at="2026-11-22T00:00:00Z",
+    )
     return Certificate(**{**fields, **overrides})
 
 

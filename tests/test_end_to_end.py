@@ -229,7 +229,13 @@ def test_exact_policy_chooses_retrain(home: Path) -> None:
     write_sample_manifest(
         settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS[:1]
     )
-    report = forget_flow(seed=0, model_name="digits-logreg", policy=Policy(guarantee="exact"))
+    from tasks import warehouse
+
+    with warehouse.connect(
+        settings
+    ) as con:  # the model's own policy, as `forgetflow policy` sets it
+        warehouse.store_policy(con, "digits-logreg", Policy(guarantee="exact"))
+    report = forget_flow(seed=0, model_name="digits-logreg")
     (model,) = report["models"]
     assert model["method"] == "retrain" and model["guarantee"] == "exact"
     rejected = {c["path"]: c["rejected"] for c in model["plan"]["candidates"]}

@@ -25,7 +25,12 @@ def test_digits_split_ids_and_unit_norm(digits) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "match"),
-    [("sigma", 0.0, "sigma"), ("m", -1.0, "m "), ("batch_size", 5000, "batch_size"), ("eta", 5.0, "eta")],
+    [
+        ("sigma", 0.0, "sigma"),
+        ("m", -1.0, "m "),
+        ("batch_size", 5000, "batch_size"),
+        ("eta", 5.0, "eta"),
+    ],
 )
 def test_invalid_recipe_names_the_parameter(field: str, value: float, match: str) -> None:
     recipe = PnsgdRecipe(**{field: value})
@@ -39,13 +44,21 @@ def test_training_learns_and_is_replayable_bit_for_bit(digits) -> None:
     assert np.array_equal(a.model.arrays["weights"], b.model.arrays["weights"])
     test = digits.test_rows()
     w = torch.as_tensor(a.model.arrays["weights"])
-    assert accuracy(w, torch.as_tensor(digits.features[test], dtype=torch.float64),
-                    torch.as_tensor(digits.labels[test])) > 0.8
+    assert (
+        accuracy(
+            w,
+            torch.as_tensor(digits.features[test], dtype=torch.float64),
+            torch.as_tensor(digits.labels[test]),
+        )
+        > 0.8
+    )
     assert a.cost.grad_evals == 10 * 1437
     means = a.events.means()
     assert (a.events.counts == 10).all()
     assert set(means) == {"confidence", "max_confidence", "entropy", "binary_accuracy"}
-    assert np.all((means["confidence"] >= 0) & (means["confidence"] <= means["max_confidence"] + 1e-12))
+    assert np.all(
+        (means["confidence"] >= 0) & (means["confidence"] <= means["max_confidence"] + 1e-12)
+    )
 
 
 def test_weights_stay_in_the_projection_ball(digits) -> None:

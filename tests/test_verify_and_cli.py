@@ -111,3 +111,20 @@ def test_cli_status_audit_explain_and_verify(forgotten: Settings) -> None:
     assert missing.exit_code == 2
 
     assert runner.invoke(app, ["verify"]).exit_code == 0
+
+
+def test_cli_policy_set_show_and_reject(forgotten: Settings) -> None:
+    from flows.cli import app
+
+    runner = CliRunner()
+    shown = json.loads(runner.invoke(app, ["policy", "digits-logreg", "--json"]).stdout)
+    assert shown["guarantee"] == "certified" and shown["epsilon"] == 1.0
+    changed = runner.invoke(
+        app, ["policy", "digits-logreg", "--guarantee", "exact", "--epsilon", "0.5", "--json"]
+    )
+    assert json.loads(changed.stdout)["guarantee"] == "exact"
+    again = json.loads(runner.invoke(app, ["policy", "digits-logreg", "--json"]).stdout)
+    assert again["guarantee"] == "exact" and again["epsilon"] == 0.5
+    bad = runner.invoke(app, ["policy", "digits-logreg", "--epsilon", "-1"])
+    assert bad.exit_code == 2 and "epsilon" in bad.output
+    assert runner.invoke(app, ["policy", "nope"]).exit_code == 2
