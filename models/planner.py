@@ -26,11 +26,28 @@ class ModelLedger:
     z_carried: float = 0.0  # PNSGD W-infinity bound left over from earlier requests
     pcmu_removed: int = 0
     grad_evals_since_retrain: float = 0.0
-    seconds_per_grad_eval: float = 1e-5
+    seconds_per_grad_eval: float = 1e-5  # from the training run: the prior for any path
+    # Measured per path: a PCMU full-batch step and a PNSGD mini-batch step cost very differently
+    # per grad-eval, so one number per model mispredicts seconds by up to ~2x (benchmarks/cost_model).
+    seconds_per_grad_eval_by_path: dict[str, float] = field(default_factory=dict)
     retrain_grad_evals: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def rate(self, path: str) -> float:
+        """Seconds per grad-eval predicted for `path`: its own measurement, else the training rate."""
+        return self.seconds_per_grad_eval_by_path.get(path, self.seconds_per_grad_eval)
+
+    def calibrate(self, path: str, *, grad_evals: float, seconds: float) -> None:
+        """Fold one measured run into the path's rate (moving average, half weight on the new one)."""
+        if grad_evals <= 0:
+            return
+        measured = seconds / grad_evals
+        previous = self.seconds_per_grad_eval_by_path.get(path)
+        self.seconds_per_grad_eval_by_path[path] = (
+            measured if previous is None else 0.5 * (previous + measured)
+        )
 
 
 @dataclass
@@ -259,7 +276,7 @@ def enumerate_candidates(
         candidates.append(_pcmu_candidate(model, forget_rows, data))
     candidates.append(retrain)
     for c in candidates:
-        c.predicted_seconds = c.predicted_grad_evals * ledger.seconds_per_grad_eval
+        c.predicted_seconds = c.predicted_grad_evals * ledger.rate(c.path)
         # Exact paths reset nothing that accumulates; only approximate ones run up a bill.
         if c is retrain or c.rejected or c.guarantee == "exact":
             continue

@@ -277,6 +277,7 @@ def _retrain(
     new_ledger = ModelLedger(
         lineage=lineage,
         seconds_per_grad_eval=ledger.seconds_per_grad_eval,
+        seconds_per_grad_eval_by_path=dict(ledger.seconds_per_grad_eval_by_path),
         retrain_grad_evals=meter.grad_evals,
     )
     return Unlearned(

@@ -257,9 +257,7 @@ def publish_and_finalize(
     forgotten_ids = ctx.dataset.sample_ids[ctx.dataset.train_rows()][ctx.forget_rows].tolist()
     # Calibrate seconds per grad-eval from what this run measured (exponential moving average).
     new_ledger = result.ledger
-    if result.cost.grad_evals > 0:
-        measured = result.cost.seconds / result.cost.grad_evals
-        new_ledger.seconds_per_grad_eval = 0.5 * new_ledger.seconds_per_grad_eval + 0.5 * measured
+    new_ledger.calibrate(plan.chosen.path, grad_evals=result.cost.grad_evals, seconds=result.cost.seconds)
     certificate = Certificate(
         model_name=ctx.model_name,
         model_version=version,

@@ -72,3 +72,15 @@ def test_policy_validates_and_orders_guarantees() -> None:
         Policy(epsilon=0)
     with pytest.raises(ValidationError):
         Policy(guarantee="none")
+
+
+def test_published_certificate_schema_matches_the_model() -> None:
+    import json
+    from pathlib import Path
+
+    from data_contracts.certificate import json_schema
+
+    published = Path(__file__).parents[1] / "docs" / "certificate.schema.json"
+    assert json.loads(published.read_text()) == json_schema(), (
+        "docs/certificate.schema.json is stale: regenerate it from data_contracts.certificate.json_schema()"
+    )
