@@ -58,7 +58,9 @@ def test_verify_passes_then_names_each_kind_of_tampering(forgotten: Settings) ->
 
     cert_path = _artifact(forgotten, 2, "certificate.json")
     cert_text = cert_path.read_text()
-    cert_path.write_text(cert_text.replace('"guarantee":"certified"', '"guarantee":"exact"'))
+    edited = json.loads(cert_text)
+    edited["metrics"]["test_accuracy_after"] += 0.05  # a flattering edit of the audit record
+    cert_path.write_text(json.dumps(edited, sort_keys=True, separators=(",", ":")))
     _, problems = verify_model(forgotten, "digits-logreg")
     assert problems[0].version == 2 and problems[0].link == "certificate"
     cert_path.write_text(cert_text)
