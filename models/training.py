@@ -1,9 +1,13 @@
-"""Training recipes that leave a model unlearning-ready, each recording learning events."""
+"""Training recipes that leave a model unlearning-ready, each recording learning events.
+
+Every recipe trains on the dataset's training split, feeds `LearningEvents` from the probabilities
+it computes anyway (the memorisation proxies, algorithms.md sec. 3) and counts its grad-evals."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,18 +27,18 @@ class TrainingRun:
     cost: CostMeter
 
 
-def train_pnsgd_model(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    classes: int,
-    recipe: PnsgdRecipe,
-    seed: int,
-    progress: Progress | None = None,
-) -> TrainingRun:
+@dataclass(frozen=True)
+class Fitted:
+    """What a recipe's fit returns: the stored arrays, the lineage and the recipe's parameters."""
+
+    lineage: str
+    recipe: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def _fit_pnsgd(x, y, classes, overrides, seed, events, meter, progress) -> Fitted:
     """PNSGD from w0 ~ N(0, 2 sigma^2/m) for `recipe.epochs` epochs (algorithms.md sec. 1)."""
-    events = LearningEvents.zeros(len(y))
-    meter = CostMeter()
+    recipe = PnsgdRecipe(**overrides)
     w0 = initial_weights(dim=x.shape[1], classes=classes, recipe=recipe, seed=seed)
     w = run_pnsgd(
         w0,
@@ -48,93 +52,68 @@ def train_pnsgd_model(
         meter=meter,
         progress=progress,
     )
-    model = ForgettableModel(
-        recipe_name="pnsgd",
-        lineage="pnsgd",
-        classes=classes,
-        recipe=recipe.as_dict(),
-        arrays={"weights": w.numpy()},
-        removed=np.zeros(len(y), dtype=bool),
-        seed=seed,
-    )
-    return TrainingRun(model=model, events=events, cost=meter)
+    return Fitted("pnsgd", recipe.as_dict(), {"weights": w.numpy()})
 
 
-def train_sisa_model(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    classes: int,
-    recipe_overrides: dict | None,
-    seed: int,
-) -> TrainingRun:
+def _fit_sisa(x, y, classes, overrides, seed, events, meter, progress) -> Fitted:
     """SISA shards x slices with a checkpoint per slice (Bourtoule et al., arXiv 1912.03817)."""
     from models.sisa import SisaRecipe, train_sisa
 
-    recipe = SisaRecipe(**(recipe_overrides or {}))
-    events = LearningEvents.zeros(len(y))
-    meter = CostMeter()
+    recipe = SisaRecipe(**overrides)
     sisa = train_sisa(x, y, classes=classes, recipe=recipe, seed=seed, events=events, meter=meter)
-    model = ForgettableModel(
-        recipe_name="sisa",
-        lineage="sisa",
-        classes=classes,
-        recipe=recipe.as_dict(),
-        arrays=sisa_arrays(sisa),
-        removed=sisa.removed.copy(),
-        seed=seed,
-    )
-    return TrainingRun(model=model, events=events, cost=meter)
+    return Fitted("sisa", recipe.as_dict(), sisa_arrays(sisa))
 
 
-def train_pcmu_model(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    classes: int,
-    recipe_overrides: dict | None,
-    seed: int,
-) -> TrainingRun:
-    """PCMU: full-batch quantized smoothed-gradient steps, trajectory stored (algorithms.md sec. 2)."""
+def _fit_pcmu(x, y, classes, overrides, seed, events, meter, progress) -> Fitted:
+    """PCMU: full-batch quantised smoothed-gradient steps, trajectory stored (algorithms.md sec. 2)."""
     from models.pcmu import PcmuRecipe, train_pcmu
 
-    recipe = PcmuRecipe(**(recipe_overrides or {}))
-    events = LearningEvents.zeros(len(y))
-    meter = CostMeter()
+    recipe = PcmuRecipe(**overrides)
     pcmu = train_pcmu(x, y, classes=classes, recipe=recipe, seed=seed, events=events, meter=meter)
-    model = ForgettableModel(
-        recipe_name="pcmu",
-        lineage="pcmu",
-        classes=classes,
-        recipe=recipe.as_dict(),
-        arrays=pcmu.to_arrays(),
-        removed=np.zeros(len(y), dtype=bool),
-        seed=seed,
-    )
-    return TrainingRun(model=model, events=events, cost=meter)
+    return Fitted("pcmu", recipe.as_dict(), pcmu.to_arrays())
 
 
-def train_mlp_model(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    classes: int,
-    recipe_overrides: dict | None,
-    seed: int,
-) -> TrainingRun:
+def _fit_mlp(x, y, classes, overrides, seed, events, meter, progress) -> Fitted:
     """A plain MLP (no certified lineage); its learning events feed RUM's memorisation split."""
     from models.mlp import MlpRecipe, train_mlp
 
-    recipe = MlpRecipe(**(recipe_overrides or {}))
+    recipe = MlpRecipe(**overrides)
+    net = train_mlp(x, y, classes=classes, recipe=recipe, seed=seed, events=events, meter=meter)
+    return Fitted(
+        "plain", {**recipe.as_dict(), "layers": 2 if recipe.hidden > 0 else 1}, mlp_arrays(net)
+    )
+
+
+FITS: dict[str, Callable[..., Fitted]] = {
+    "pnsgd": _fit_pnsgd,
+    "sisa": _fit_sisa,
+    "pcmu": _fit_pcmu,
+    "mlp": _fit_mlp,
+}
+
+
+def train_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    classes: int,
+    recipe_name: str,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> TrainingRun:
+    """Train `recipe_name` on (x, y); the run's model, learning events and cost."""
+    if recipe_name not in FITS:
+        raise ValueError(f"unknown recipe {recipe_name!r}; known: {', '.join(FITS)}")
     events = LearningEvents.zeros(len(y))
     meter = CostMeter()
-    net = train_mlp(x, y, classes=classes, recipe=recipe, seed=seed, events=events, meter=meter)
+    fitted = FITS[recipe_name](x, y, classes, overrides or {}, seed, events, meter, progress)
     model = ForgettableModel(
-        recipe_name="mlp",
-        lineage="plain",
+        recipe_name=recipe_name,
+        lineage=fitted.lineage,
         classes=classes,
-        recipe={**recipe.as_dict(), "layers": 2 if recipe.hidden > 0 else 1},
-        arrays=mlp_arrays(net),
+        recipe=fitted.recipe,
+        arrays=fitted.arrays,
         removed=np.zeros(len(y), dtype=bool),
         seed=seed,
     )
@@ -147,24 +126,16 @@ def train_model(
     recipe_name: str,
     seed: int,
     progress: Progress | None = None,
-    overrides: dict | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> TrainingRun:
     """Train `recipe_name` on the dataset's training split."""
     rows = dataset.train_rows()
-    x, y = dataset.features[rows], dataset.labels[rows]
-    if recipe_name == "pnsgd":
-        recipe = PnsgdRecipe(**(overrides or {}))
-        return train_pnsgd_model(
-            x, y, classes=dataset.classes, recipe=recipe, seed=seed, progress=progress
-        )
-    if recipe_name == "sisa":
-        return train_sisa_model(
-            x, y, classes=dataset.classes, recipe_overrides=overrides, seed=seed
-        )
-    if recipe_name == "pcmu":
-        return train_pcmu_model(
-            x, y, classes=dataset.classes, recipe_overrides=overrides, seed=seed
-        )
-    if recipe_name == "mlp":
-        return train_mlp_model(x, y, classes=dataset.classes, recipe_overrides=overrides, seed=seed)
-    raise ValueError(f"unknown recipe {recipe_name!r}; known: pnsgd, sisa, pcmu, mlp")
+    return train_arrays(
+        dataset.features[rows],
+        dataset.labels[rows],
+        classes=dataset.classes,
+        recipe_name=recipe_name,
+        seed=seed,
+        overrides=overrides,
+        progress=progress,
+    )

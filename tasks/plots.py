@@ -326,7 +326,7 @@ def example_inputs(*, seed: int = 0) -> dict[str, Any]:
     from models.memorization import learning_event_proxies
     from models.planner import ModelLedger, choose, enumerate_candidates
     from models.pnsgd import run_pnsgd
-    from models.training import train_pnsgd_model
+    from models.training import train_arrays
 
     data = load_digits_dataset()
     train, test = data.train_rows(), data.test_rows()
@@ -342,7 +342,9 @@ def example_inputs(*, seed: int = 0) -> dict[str, Any]:
     runs = {}
     for sigma in sigmas:
         recipe = PnsgdRecipe(**{**base.as_dict(), "sigma": sigma})
-        runs[sigma] = train_pnsgd_model(x, y, classes=data.classes, recipe=recipe, seed=seed)
+        runs[sigma] = train_arrays(
+            x, y, classes=data.classes, recipe_name="pnsgd", seed=seed, overrides=recipe.as_dict()
+        )
         w = torch.as_tensor(runs[sigma].model.arrays["weights"])
         readings = []
         for k in range(unlearning_epochs):  # the unlearning chain on the retained rows
