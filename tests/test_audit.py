@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import beta
 
 from models.audit import (
@@ -29,15 +28,6 @@ from models.mlp import MlpRecipe, predict_proba, train_mlp
 RECIPE = MlpRecipe(hidden=128, epochs=30, batch_size=32, lr=0.01)
 CANARIES = 40
 DELTA = 1e-5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls run faster on one thread; restored so other modules are unaffected."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

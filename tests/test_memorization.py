@@ -31,15 +31,6 @@ TEST_RUNS = 16  # the benchmark uses 100; 16 keeps this file well under 30 s
 CHECKPOINT_EVERY_EPOCHS = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls run faster on one thread; restored so other modules are unaffected."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits():
     ds = load_digits_dataset()

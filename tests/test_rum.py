@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from models.audit import AuditResult, ModelEval, SplitEval, audit_unlearned, inject_canaries
 from models.cost import CostMeter
@@ -16,15 +15,6 @@ from models.rum import RumRecipe, rum_unlearn, split_by_memorisation
 RECIPE = MlpRecipe(hidden=128, epochs=30, batch_size=32, lr=0.01)
 CANARIES = 40
 CLEAN_FORGET = 40
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls run faster on one thread; restored so other modules are unaffected."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
