@@ -225,7 +225,11 @@ def audit(subject_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     from tasks import ledger, warehouse
 
     with warehouse.connect(settings) as con:
-        report = {"subject_id": subject_id, "requests": ledger.subject_requests(con, subject_id)}
+        report = {
+            "subject_id": subject_id,
+            "requests": ledger.subject_requests(con, subject_id),
+            "versions_with_influence": ledger.subject_influence(con, subject_id),
+        }
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -243,6 +247,13 @@ def audit(subject_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
             (r["certificate_sha256"] or "")[:16],
         )
     out.print(table)
+    for v in report["versions_with_influence"]:
+        where = "SERVING (champion)" if v["serving"] else "an older version, still in the registry"
+        out.print(
+            f"{v['model_name']} v{v['version']} is still trained on {v['samples']} of this subject's "
+            f"samples: {where}",
+            highlight=False,
+        )
 
 
 @app.command()

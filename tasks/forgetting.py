@@ -295,6 +295,7 @@ def publish_and_finalize(
         "forgetflow_run_id": claim.run_id,
         "request_merkle_root": certificate.request_merkle_root or "",
         "parent_version": str(ctx.parent_version),
+        **search_tags(claim),
     }
     with tempfile.TemporaryDirectory() as tmp:
         plots = _plots(ctx, plan, Path(tmp))
@@ -327,6 +328,20 @@ def publish_and_finalize(
             ),
         )
     return summary
+
+
+MAX_REQUEST_TAGS = 1000  # beyond this, auditors use the certificate's hashes and Merkle root
+
+
+def search_tags(claim: ledger.Claim) -> dict[str, str]:
+    """Tags that make a version findable by request hash or manifest digest in the MLflow UI:
+    `tags.`request.<hash16>` = 'forgotten'`, `tags.`manifest.<digest16>` = 'forgotten'`."""
+    tags = {f"manifest.{digest[:16]}": "forgotten" for digest, _ in claim.request_keys}
+    if len(claim.request_hashes) <= MAX_REQUEST_TAGS:
+        tags.update({f"request.{h[:16]}": "forgotten" for h in claim.request_hashes})
+    else:
+        tags["request_tags"] = f"omitted: {len(claim.request_hashes)} requests (see certificate.json)"
+    return tags
 
 
 def _plots(ctx: Context, plan: Plan, out_dir: Path) -> dict[str, Path]:

@@ -201,3 +201,27 @@ def invariant_violations(con: duckdb.DuckDBPyConnection) -> list[str]:
                 WHERE a.file_digest = r.file_digest AND a.row_number = r.row_number)""",
     }
     return [name for name, sql in checks.items() if warehouse.fetch_one(con, sql)[0]]
+
+
+def subject_influence(con: duckdb.DuckDBPyConnection, subject_id: str) -> list[dict[str, Any]]:
+    """Registered versions still trained on any of the subject's samples, and whether each serves.
+
+    A version holds the subject's influence when one of the subject's training samples was not yet
+    forgotten by that version (older versions stay in the registry until an operator archives them)."""
+    rows = con.execute(
+        """WITH samples AS (
+               SELECT m.model_name, t.sample_id FROM models m
+               JOIN training_index t ON t.dataset = m.dataset AND t.split = 'train' AND t.subject_id = ?),
+           latest AS (SELECT model_name, max(version) AS version FROM model_versions GROUP BY model_name)
+           SELECT v.model_name, v.version, v.version = l.version AS serving, count(*) AS samples
+           FROM model_versions v JOIN latest l USING (model_name) JOIN samples s USING (model_name)
+           LEFT JOIN forgotten_samples f
+             ON f.model_name = s.model_name AND f.sample_id = s.sample_id AND f.model_version <= v.version
+           WHERE f.sample_id IS NULL
+           GROUP BY v.model_name, v.version, l.version ORDER BY v.model_name, v.version""",
+        [subject_id],
+    ).fetchall()
+    return [
+        {"model_name": r[0], "version": int(r[1]), "serving": bool(r[2]), "samples": int(r[3])}
+        for r in rows
+    ]

@@ -26,18 +26,25 @@ def verify_model(settings: Settings, model_name: str) -> tuple[int, list[Broken]
             stored = registry.load_version(settings, model_name, v)
             cert, weights = stored.certificate, state_sha256(stored.arrays)
         except Exception as err:  # a damaged zip or JSON is evidence of tampering, not a crash
-            unreadable.append(Broken(v, "weights", f"registered artifacts unreadable ({type(err).__name__})"))
+            unreadable.append(
+                Broken(v, "weights", f"registered artifacts unreadable ({type(err).__name__})")
+            )
             try:
                 cert, weights = registry.load_certificate(settings, model_name, v), "unreadable"
             except Exception:
                 continue
         evidence.append(
             VersionEvidence(
-                version=v, certificate=cert, registry_tag_sha256=tag, ledger_sha256=ledger.get(v),
+                version=v,
+                certificate=cert,
+                registry_tag_sha256=tag,
+                ledger_sha256=ledger.get(v),
                 recomputed_weights_sha256=weights,
             )
         )
     problems = sorted(unreadable + verify_chain(evidence), key=lambda b: b.version)
     missing = sorted(set(ledger) - set(versions))
-    problems += [Broken(v, "version", "in the DuckDB ledger but not in the registry") for v in missing]
+    problems += [
+        Broken(v, "version", "in the DuckDB ledger but not in the registry") for v in missing
+    ]
     return len(versions), problems

@@ -103,7 +103,24 @@ def test_cli_status_audit_explain_and_verify(forgotten: Settings) -> None:
         "guarantee",
         "certificate_sha256",
     }
+    # v1 still holds subject-17's samples (kept in the registry); the serving v2 does not.
+    assert [(v["version"], v["serving"]) for v in audit["versions_with_influence"]] == [(1, False)]
+    untouched = json.loads(runner.invoke(app, ["audit", "subject-5", "--json"]).stdout)
+    assert untouched["requests"] == [] and (2, True) in [
+        (v["version"], v["serving"]) for v in untouched["versions_with_influence"]
+    ]
     assert json.loads(runner.invoke(app, ["audit", "nobody", "--json"]).stdout)["requests"] == []
+
+    from tasks import registry
+
+    c = registry.client(forgotten)
+    (req_hash,) = registry.load_version(
+        forgotten, "digits-logreg", 2
+    ).certificate.request_id_hashes[:1]
+    found = c.search_model_versions(
+        f"name = 'digits-logreg' and tags.`request.{req_hash[:16]}` = 'forgotten'"
+    )
+    assert [int(v.version) for v in found] == [2]
 
     explained = runner.invoke(app, ["explain", "digits-logreg:2"])
     assert (
