@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from data_contracts.errors import ForgetflowError
 from data_contracts.policy import Policy
 from data_contracts.settings import Settings
+from flows.library_logging import quiet_libraries
 from flows.reporting import publish_run_artifacts
 from tasks import forgetting, warehouse
 
@@ -108,6 +109,7 @@ def forget_flow(
     """Ingest the inbox and make each model (or `model_name`) forget its pending requests.
 
     `policy` overrides every model's own policy (`forgetflow policy`) for this run only."""
+    quiet_libraries()
     settings = Settings()
     settings.ensure_dirs()
     files = forgetting.ingest_inbox(settings)

@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from data_contracts.settings import Settings
+from flows.library_logging import quiet_libraries
 from tasks import training
 
 
@@ -20,6 +21,7 @@ def train_flow(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `recipe` on `dataset` and register it as `name` v1 (alias champion)."""
+    quiet_libraries()
     settings = Settings()
     settings.ensure_dirs()
     data = training.index_training_data(
