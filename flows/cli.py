@@ -80,8 +80,8 @@ def _rich_progress() -> Iterator[None]:
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="digits | breast_cancer")] = "digits",
-    recipe: Annotated[str, typer.Option(help="pnsgd")] = "pnsgd",
+    dataset: Annotated[str, typer.Option(help="digits | digits-rff | breast_cancer")] = "digits",
+    recipe: Annotated[str, typer.Option(help="pnsgd | pcmu | sisa | mlp")] = "pnsgd",
     name: Annotated[str, typer.Option(help="registered model name")] = "digits-logreg",
     seed: int = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -403,8 +403,10 @@ def demo(
         from flows.sample_manifest import write_sample_manifest
         from flows.train import train_flow
 
-        console.print("[bold]1/3[/] training digits-logreg (PNSGD, certified-unlearning ready)")
-        trained = train_flow(dataset="digits", recipe="pnsgd", name="digits-logreg", seed=0)
+        console.print(
+            "[bold]1/3[/] training digits-logreg: PNSGD on data-independent random Fourier features of digits"
+        )
+        trained = train_flow(dataset="digits-rff", recipe="pnsgd", name="digits-logreg", seed=0)
         out.print(
             f"trained digits-logreg v{trained['version']}: test accuracy {trained['test_accuracy']:.3f}"
         )

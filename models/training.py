@@ -15,7 +15,7 @@ from models.cost import CostMeter
 from models.datasets import Dataset
 from models.forgettable import ForgettableModel, mlp_arrays, sisa_arrays
 from models.learning_events import LearningEvents
-from models.pnsgd import PnsgdRecipe, initial_weights, run_pnsgd
+from models.pnsgd import PRESETS, PnsgdRecipe, initial_weights, run_pnsgd
 
 Progress = Callable[[int, int], None]
 
@@ -130,6 +130,8 @@ def train_model(
 ) -> TrainingRun:
     """Train `recipe_name` on the dataset's training split."""
     rows = dataset.train_rows()
+    if recipe_name == "pnsgd":
+        overrides = {**PRESETS.get(dataset.name, {}), **(overrides or {})}
     return train_arrays(
         dataset.features[rows],
         dataset.labels[rows],

@@ -67,3 +67,17 @@ def test_weights_stay_in_the_projection_ball(digits) -> None:
     w0 = initial_weights(dim=x.shape[1], classes=10, recipe=recipe, seed=0)
     w = run_pnsgd(w0, x, y, classes=10, recipe=recipe, epochs=2, seed=0)
     assert float(w.norm()) <= 0.5 + 1e-9
+
+
+def test_digits_rff_keeps_ids_and_split_and_is_data_independent(digits) -> None:
+    from models.datasets import load_dataset, random_fourier_features
+
+    rff = load_dataset("digits-rff")
+    assert rff.name == "digits-rff" and rff.features.shape == (1797, 513)
+    assert np.array_equal(rff.sample_ids, digits.sample_ids) and np.array_equal(rff.is_train, digits.is_train)
+    np.testing.assert_allclose(np.linalg.norm(rff.features, axis=1), 1.0, rtol=1e-6)
+    # The map depends on the seed only: row i's features do not change when other rows are dropped.
+    pixels = np.random.default_rng(0).random((5, 64))
+    full = random_fourier_features(pixels, dim=32, bandwidth=1.0)
+    part = random_fourier_features(pixels[:2], dim=32, bandwidth=1.0)
+    np.testing.assert_array_equal(full[:2], part)
