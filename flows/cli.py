@@ -419,7 +419,10 @@ def demo(
         console.print("[bold]3/3[/] running the forgetting flow")
         report = forget_flow(model_name=None)
     print_report(report)
-    out.print(f"state directory: {home}  (try: FORGETFLOW_HOME={home} forgetflow audit subject-17)")
+    out.print(
+        f"state directory: {home}  (next: FORGETFLOW_HOME={home} .venv/bin/forgetflow audit subject-17)",
+        highlight=False,
+    )
 
 
 def main() -> None:  # pragma: no cover
