@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich.progress import track
 
 from data_contracts.policy import Policy
 from models.datasets import load_digits_dataset
@@ -33,7 +34,7 @@ def main() -> None:
     subjects = ds.subject_ids[train]
     rng = np.random.default_rng(0)
     rows_out = []
-    for recipe, overrides in RECIPES.items():
+    for recipe, overrides in track(list(RECIPES.items()), description="recipes"):
         run = train_model(ds, recipe_name=recipe, seed=0, overrides=overrides)
         spge = run.cost.seconds / run.cost.grad_evals
         ledger = ModelLedger(

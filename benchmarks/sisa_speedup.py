@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from models.cost import CostMeter
 from models.datasets import (
@@ -97,7 +98,7 @@ def measure(setting: Setting, *, seed: int) -> list[Row]:
         retrain_secs.append(meter.seconds)
 
     rows = []
-    for shards in SHARD_COUNTS:
+    for shards in track(SHARD_COUNTS, description=f"{setting.dataset.name}: shard counts"):
         recipe = replace(setting.recipe, shards=shards)
         train_meter = CostMeter()
         trained = train_sisa(x, y, classes=ds.classes, recipe=recipe, seed=seed, meter=train_meter)

@@ -166,6 +166,8 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row("new version", f"v{m['version']} (champion)")
         table.add_row("requests applied", f"{m['requests']} ({m['samples']} training samples)")
         table.add_row("path", f"{m['method']} ({m['guarantee']})")
+        if m.get("overdue"):
+            table.add_row("past their deadline", f"{m['overdue']} requests (applied in this run)")
         table.add_row("why", m["why"])
         table.add_row("epsilon", eps)
         table.add_row(

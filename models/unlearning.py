@@ -291,6 +291,17 @@ def _retrain(
     )
 
 
+# Which training recipe each path's guarantee assumes (empty: any). PNSGD's certificate needs the
+# strongly convex logistic loss trained by the same noisy chain (algorithms.md sec. 1).
+PATH_RECIPES: dict[str, tuple[str, ...]] = {
+    "pnsgd": ("pnsgd",),
+    "pcmu": ("pcmu",),
+    "sisa": ("sisa",),
+    "rum": ("mlp",),
+    "retrain": (),
+}
+
+
 def execute(
     plan: Plan,
     model: ForgettableModel,
@@ -311,6 +322,13 @@ def execute(
     keep = ~model.removed.copy()
     keep[forget_rows] = False
     path = plan.chosen.path
+    if path not in PATH_RECIPES:
+        raise ValueError(f"unknown path {path!r}; known: {', '.join(PATH_RECIPES)}")
+    if PATH_RECIPES[path] and model.recipe_name not in PATH_RECIPES[path]:
+        raise ValueError(
+            f"path {path!r} needs a model trained by recipe {' or '.join(PATH_RECIPES[path])} "
+            f"(its guarantee assumes that training), got recipe {model.recipe_name!r}"
+        )
     if path == "pnsgd":
         return _pnsgd(model, x, y, keep, plan, ledger, seed, progress)
     if path == "retrain":

@@ -31,9 +31,13 @@ STORE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # locked SQLite 
 def ingest_inbox(settings: Settings) -> list[FileOutcome]:
     """Ingest every new inbox file; a bad file is quarantined and the others still proceed."""
     outcomes = []
+    files = inbox_files(settings)
+    report = reporter("validating manifests")
     with warehouse.connect(settings) as con:
-        for path in inbox_files(settings):
+        for done, path in enumerate(files, start=1):
             outcomes.append(ingest_file(con, settings, path))
+            if report is not None:
+                report(done, len(files))
     return outcomes
 
 

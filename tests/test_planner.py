@@ -203,3 +203,15 @@ def test_rum_only_under_an_audited_policy_and_it_breaks_the_lineage(digits) -> N
         done.model, np.flatnonzero(~done.model.removed)[:2], policy=audited, ledger=done.ledger
     )
     assert {c.path for c in later} == {"rum", "retrain"}
+
+
+def test_a_certified_path_refuses_a_model_its_guarantee_does_not_cover(digits) -> None:
+    from models.planner import Candidate, Plan
+
+    mlp = train_model(digits, recipe_name="mlp", seed=0, overrides={"epochs": 1}).model
+    fake = Candidate(path="pnsgd", guarantee="certified", predicted_grad_evals=0, predicted_seconds=0,
+                     params={"epochs": 1, "z": 1.0, "bound": "tight"})
+    train = digits.train_rows()
+    with pytest.raises(ValueError, match="recipe pnsgd.*got recipe 'mlp'"):
+        execute(Plan(chosen=fake, candidates=[fake], why="test"), mlp, digits.features[train],
+                digits.labels[train], np.arange(4), ledger=ModelLedger(lineage="plain"), seed=0)
