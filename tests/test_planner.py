@@ -212,6 +212,6 @@ def test_a_certified_path_refuses_a_model_its_guarantee_does_not_cover(digits) -
     fake = Candidate(path="pnsgd", guarantee="certified", predicted_grad_evals=0, predicted_seconds=0,
                      params={"epochs": 1, "z": 1.0, "bound": "tight"})
     train = digits.train_rows()
-    with pytest.raises(ValueError, match="recipe pnsgd.*got recipe 'mlp'"):
+    with pytest.raises(ValueError, match=r"recipe pnsgd.*got recipe 'mlp'"):
         execute(Plan(chosen=fake, candidates=[fake], why="test"), mlp, digits.features[train],
                 digits.labels[train], np.arange(4), ledger=ModelLedger(lineage="plain"), seed=0)
