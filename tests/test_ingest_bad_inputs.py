@@ -7,7 +7,6 @@ is asserted after every test by the `con` fixture."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,23 +36,9 @@ NULLABLE_SCHEMA = pa.schema([f.with_nullable(True) for f in contract.MANIFEST_SC
 # --- fixtures: one training index built per session, copied per test ---------------------------
 
 
-@pytest.fixture(scope="session")
-def digits_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse file holding the digits training index and one model, built once."""
-    settings = Settings(home=tmp_path_factory.mktemp("template"), hash_salt=SALT)
-    with warehouse.connect(settings) as con:
-        warehouse.load_training_index(con, load_digits_dataset())
-        warehouse.add_model(con, model_name=MODEL, dataset="digits", recipe="pnsgd")
-        con.execute("CHECKPOINT")
-    return settings.warehouse_path
-
-
 @pytest.fixture
-def settings(digits_template: Path, tmp_path: Path) -> Settings:
-    s = Settings(home=tmp_path / "home", hash_salt=SALT)
-    s.inbox.mkdir(parents=True)
-    shutil.copyfile(digits_template, s.warehouse_path)
-    return s
+def settings(fresh_state, tmp_path: Path) -> Settings:
+    return fresh_state(tmp_path / "home", SALT)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ in the middle of the transaction and lets DuckDB recover from its write-ahead lo
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,6 @@ import pytest
 
 from data_contracts.manifest import MANIFEST_SCHEMA
 from data_contracts.settings import Settings
-from models.datasets import load_digits_dataset
 from tasks import ingest, ledger, warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,21 +30,9 @@ NOW = datetime.now(UTC)
 SALT = "ledger-salt"
 
 
-@pytest.fixture(scope="session")
-def digits_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    settings = Settings(home=tmp_path_factory.mktemp("ledger-template"), hash_salt=SALT)
-    with warehouse.connect(settings) as con:
-        warehouse.load_training_index(con, load_digits_dataset())
-        warehouse.add_model(con, model_name=MODEL, dataset="digits", recipe="pnsgd")
-    return settings.warehouse_path
-
-
 @pytest.fixture
-def settings(digits_template: Path, tmp_path: Path) -> Settings:
-    s = Settings(home=tmp_path / "home", hash_salt=SALT)
-    s.inbox.mkdir(parents=True)
-    shutil.copyfile(digits_template, s.warehouse_path)
-    return s
+def settings(fresh_state, tmp_path: Path) -> Settings:
+    return fresh_state(tmp_path / "home", SALT)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_contracts import manifest as contract
-from data_contracts.settings import Settings
 from models.datasets import load_digits_dataset
 from tasks import gx_validation, ingest, ledger, warehouse
 
@@ -31,25 +30,9 @@ NOW = datetime.now(UTC)
 NULLABLE_SCHEMA = pa.schema([f.with_nullable(True) for f in contract.MANIFEST_SCHEMA])
 
 
-@pytest.fixture(scope="session")
-def digits_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    settings = Settings(home=tmp_path_factory.mktemp("contract-template"), hash_salt="s")
-    with warehouse.connect(settings) as con:
-        warehouse.load_training_index(con, load_digits_dataset())
-        warehouse.add_model(con, model_name=MODEL, dataset="digits", recipe="pnsgd")
-    return settings.warehouse_path
-
-
 def nullable(table: pa.Table) -> pa.Table:
     """Write-able with nulls in required columns, as producers' files are."""
     return table.cast(pa.schema([NULLABLE_SCHEMA.field(n) for n in table.column_names]))
-
-
-def fresh_settings(template: Path, home: Path) -> Settings:
-    settings = Settings(home=home, hash_salt="s")
-    settings.inbox.mkdir(parents=True)
-    shutil.copyfile(template, settings.warehouse_path)
-    return settings
 
 
 @pytest.fixture
@@ -189,7 +172,7 @@ def test_gx_and_sql_engines_find_the_same_failures(con) -> None:
     assert {e["success"] for e in sql_summary["expectations"]} == {False}  # every rule exercised
 
 
-def test_both_engines_give_the_same_ledger_for_the_same_bad_file(digits_template, tmp_path) -> None:
+def test_both_engines_give_the_same_ledger_for_the_same_bad_file(fresh_state, tmp_path) -> None:
     table = tricky_table(1500, seed=11)
     ds = load_digits_dataset()
     n = table.num_rows
@@ -209,7 +192,7 @@ def test_both_engines_give_the_same_ledger_for_the_same_bad_file(digits_template
     table = table.append_column("sample_ids", pa.array(samples, pa.list_(pa.string())))
     ledgers, summaries = [], []
     for engine in ("great_expectations", "duckdb-sql"):
-        settings = fresh_settings(digits_template, tmp_path / engine)
+        settings = fresh_state(tmp_path / engine, "s")
         path = settings.inbox / "tricky.parquet"
         pq.write_table(nullable(table), path)
         with warehouse.connect(settings) as c:
@@ -234,13 +217,13 @@ def test_both_engines_give_the_same_ledger_for_the_same_bad_file(digits_template
 
 
 def test_auto_engine_switches_to_sql_above_the_threshold(
-    monkeypatch, digits_template, tmp_path
+    monkeypatch, fresh_state, tmp_path
 ) -> None:
     monkeypatch.setattr(ingest, "SQL_ENGINE_MIN_ROWS", 3)
     assert (
         ingest.choose_engine(2) == "great_expectations" and ingest.choose_engine(3) == "duckdb-sql"
     )
-    settings = fresh_settings(digits_template, tmp_path / "auto")
+    settings = fresh_state(tmp_path / "auto", "s")
     path = settings.inbox / "m.parquet"
     pq.write_table(nullable(tricky_table(5, seed=1)), path)
     with warehouse.connect(settings) as c:
@@ -252,11 +235,11 @@ def test_auto_engine_switches_to_sql_above_the_threshold(
 # --- docs and the example file ---------------------------------------------------------------------
 
 
-def test_the_documented_example_conforms_and_ingests_cleanly(digits_template, tmp_path) -> None:
+def test_the_documented_example_conforms_and_ingests_cleanly(fresh_state, tmp_path) -> None:
     table = pq.read_table(EXAMPLE)
     assert contract.schema_problems(table.schema) == []
     assert table.num_rows >= 3 and EXAMPLE.stat().st_size < 20_000
-    settings = fresh_settings(digits_template, tmp_path / "example")
+    settings = fresh_state(tmp_path / "example", "s")
     shutil.copyfile(EXAMPLE, settings.inbox / EXAMPLE.name)
     with warehouse.connect(settings) as c:
         # The example is dated in the past, so its rows are valid whenever the test runs.
