@@ -144,9 +144,12 @@ def print_report(report: dict[str, Any]) -> None:
     """Rich summary: files, per-model outcome with path, cost vs retrain, epsilon, accuracy."""
     for f in report["files"]:
         extra = f" ({f['reason']})" if f.get("reason") else ""
+        # A delivered file name is untrusted: escape control characters and Rich markup.
+        name = f["file_name"].encode("unicode_escape").decode("ascii")
         out.print(
-            f"manifest {f['file_name']}: {f['outcome']}, {f['rows']} rows {f.get('states') or ''}{extra}",
+            f"manifest {name}: {f['outcome']}, {f['rows']} rows {f.get('states') or ''}{extra}",
             highlight=False,
+            markup=False,
         )
     for m in report["models"]:
         table = Table(title=f"forgetting run: {m['model_name']}", show_header=False)

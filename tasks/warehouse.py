@@ -32,6 +32,8 @@ def connect(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
         config={"threads": settings.duckdb_threads, "memory_limit": settings.duckdb_memory_limit},
     )
     try:
+        # DuckDB draws progress bars on stderr for long statements; they would land in run logs.
+        con.execute("SET enable_progress_bar = false")
         for stmt in DDL:
             con.execute(stmt)
         con.execute(
