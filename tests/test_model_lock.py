@@ -44,7 +44,10 @@ def test_second_run_for_the_same_model_refuses_and_other_models_proceed(tmp_path
         assert "other model proceeded" in out
     with model_lock(settings, "digits-logreg"):  # released: the next run proceeds
         pass
-    with model_lock(settings, "digits-logreg"), pytest.raises(ForgetflowError):
-        # A filelock is re-entrant within one process object only; a fresh lock object refuses.
-        with model_lock(settings, "digits-logreg"):
-            pass
+    # Within one process too: a fresh lock object on a held lock refuses.
+    with (
+        model_lock(settings, "digits-logreg"),
+        pytest.raises(ForgetflowError),
+        model_lock(settings, "digits-logreg"),
+    ):
+        pass
