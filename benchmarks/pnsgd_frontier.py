@@ -32,7 +32,6 @@ import torch
 
 from models.accounting import (
     batch_z,
-    pnsgd_constants,
     pnsgd_min_epochs,
     pnsgd_renyi,
     renyi_to_dp,
@@ -45,7 +44,7 @@ from models.datasets import (
     random_fourier_features,
 )
 from models.logreg import accuracy
-from models.pnsgd import PnsgdRecipe, initial_weights, run_pnsgd
+from models.pnsgd import PnsgdRecipe, accountant_bound, initial_weights, recipe_constants, run_pnsgd
 from models.retrain import retrain_pnsgd
 
 RESULTS_PATH = Path(__file__).parent / "results" / "pnsgd_frontier.md"
@@ -57,8 +56,6 @@ LARGE_RATIO_TARGET = 0.02
 ACCURACY_TOLERANCE = 0.01  # "within 1 point", and the plateau tolerance
 # run_pnsgd certifies only sigma > 0; 1e-9 adds noise ~1e-9 to weights of size ~1: noiseless.
 NOISELESS_SIGMA = 1e-9
-# Same convergence test as models/planner.py: tight (stationary) bound once 2R c^(Tn/b) <= this * Z_B.
-CONVERGED_FRACTION_OF_ZB = 1e-6
 MAX_WORKERS = 2
 # Seed offsets keep the unlearning, retrain and noiseless streams distinct from the training one.
 UNLEARN_SEED, RETRAIN_SEED, NOISELESS_SEED, FORGET_SEED = 10_000, 20_000, 30_000, 40_000
@@ -133,18 +130,9 @@ def unlearning_epochs(
     1/n (n = training rows, slightly stricter than the planner's 1/(n - S)). arXiv 2403.17105 sec. 3.
     `heads` > 1 composes that many independent chains (one binary head per class): their Rényi
     bounds add (Mironov 2017, Prop. 1) before the conversion to (epsilon, delta)."""
-    k = pnsgd_constants(
-        n=n - removed,
-        batch_size=recipe.batch_size,
-        m=recipe.m,
-        classes=classes,
-        eta=recipe.eta,
-        clip=recipe.clip,
-        radius=recipe.radius,
-    )
+    k = recipe_constants(recipe, n=n - removed, classes=classes)
     z = batch_z(k, removed=removed)
-    start_term = 2 * k.radius * math.exp(recipe.epochs * k.steps_per_epoch * k.log_c)
-    bound = "tight" if start_term <= CONVERGED_FRACTION_OF_ZB * k.z_b else "non-convergent"
+    bound = accountant_bound(recipe, k)
     if heads == 1:
         epochs, eps = pnsgd_min_epochs(
             k,

@@ -10,12 +10,9 @@ from typing import Any
 import numpy as np
 
 from data_contracts.policy import GUARANTEE_RANK, Policy
-from models.accounting import batch_z, pnsgd_constants, pnsgd_min_epochs
+from models.accounting import batch_z, pnsgd_min_epochs
 from models.forgettable import ForgettableModel
-
-# Training counts as converged for the tight (stationary) bound once the start-up term
-# 2R c^(T n/b) is below this fraction of Z_B; otherwise the non-convergent bound is used.
-CONVERGED_FRACTION_OF_ZB = 1e-6
+from models.pnsgd import PnsgdRecipe, accountant_bound, recipe_constants
 
 
 @dataclass
@@ -104,18 +101,10 @@ def _pnsgd_candidate(
     ledger: ModelLedger,
     delta: float,
 ) -> Candidate:
-    k = pnsgd_constants(
-        n=n_after,
-        batch_size=recipe["batch_size"],
-        m=recipe["m"],
-        classes=classes,
-        eta=recipe.get("eta"),
-        clip=recipe["clip"],
-        radius=recipe["radius"],
-    )
+    pnsgd_recipe = PnsgdRecipe(**recipe)
+    k = recipe_constants(pnsgd_recipe, n=n_after, classes=classes)
     z = batch_z(k, removed=removed, carried_z=ledger.z_carried)
-    start_term = 2 * k.radius * math.exp(recipe["epochs"] * k.steps_per_epoch * math.log(k.c))
-    bound = "tight" if start_term <= CONVERGED_FRACTION_OF_ZB * k.z_b else "non-convergent"
+    bound = accountant_bound(pnsgd_recipe, k)
     cand = Candidate(
         path="pnsgd",
         guarantee="certified",

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from models.accounting import Bound, PnsgdConstants, pnsgd_constants
 from models.cost import CostMeter
 from models.learning_events import LearningEvents
 from models.logreg import DTYPE, clipped_mean_gradient, output_width, probabilities, smoothness
@@ -113,3 +114,28 @@ PRESETS: dict[str, dict[str, float | int]] = {
     # 1% batch at epsilon = 1, unlearned accuracy 0.933, within 0.1 pt of a noisy retrain.
     "digits-rff": {"m": 0.05, "batch_size": 32, "sigma": 0.0025, "epochs": 60},
 }
+
+
+# Training counts as stationary for the tight bound once the start-up term 2R c^(T n/b) is below
+# this fraction of Z_B; otherwise the non-convergent bound applies (algorithms.md sec. 1). Our
+# choice of threshold, not the papers'.
+CONVERGED_FRACTION_OF_ZB = 1e-6
+
+
+def recipe_constants(recipe: PnsgdRecipe, *, n: int, classes: int) -> PnsgdConstants:
+    """The accountant's constants (eta, c, Z_B, ...) of this recipe on n retained rows."""
+    return pnsgd_constants(
+        n=n,
+        batch_size=recipe.batch_size,
+        m=recipe.m,
+        classes=classes,
+        eta=recipe.eta,
+        clip=recipe.clip,
+        radius=recipe.radius,
+    )
+
+
+def accountant_bound(recipe: PnsgdRecipe, k: PnsgdConstants) -> Bound:
+    """'tight' when training ran long enough to be stationary, else 'non-convergent'."""
+    start_term = 2 * k.radius * math.exp(recipe.epochs * k.steps_per_epoch * k.log_c)
+    return "tight" if start_term <= CONVERGED_FRACTION_OF_ZB * k.z_b else "non-convergent"

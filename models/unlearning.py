@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.accounting import pnsgd_constants, z_after_epochs
+from models.accounting import z_after_epochs
 from models.cost import CostMeter
 from models.forgettable import ForgettableModel, mlp_arrays, sisa_arrays
 from models.planner import ModelLedger, Plan
-from models.pnsgd import PnsgdRecipe, run_pnsgd
+from models.pnsgd import PnsgdRecipe, recipe_constants, run_pnsgd
 from models.retrain import retrain_pnsgd
 
 Progress = Callable[[int, int], None]
@@ -58,15 +58,7 @@ def _pnsgd(
         meter=meter,
         progress=progress,
     )
-    k = pnsgd_constants(
-        n=int(keep.sum()),
-        batch_size=recipe.batch_size,
-        m=recipe.m,
-        classes=model.classes,
-        eta=recipe.eta,
-        clip=recipe.clip,
-        radius=recipe.radius,
-    )
+    k = recipe_constants(recipe, n=int(keep.sum()), classes=model.classes)
     z_left = z_after_epochs(k, z=plan.chosen.params["z"], epochs=epochs)
     new_ledger = replace(
         ledger,

@@ -19,13 +19,10 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.accounting import Bound, batch_z, pnsgd_constants, pnsgd_epsilon
-from models.pnsgd import PnsgdRecipe
+from models.accounting import Bound, batch_z, pnsgd_epsilon
+from models.pnsgd import PnsgdRecipe, accountant_bound, recipe_constants
 
 DPI = 120
-# Same convergence rule as models/planner.py: the tight (stationary) bound applies once the
-# start-up term 2R c^(T n/b) is below this fraction of Z_B; otherwise the non-convergent bound.
-CONVERGED_FRACTION_OF_ZB = 1e-6
 COLOR_CHOSEN = "#2a9d8f"
 COLOR_VIABLE = "#4c78a8"
 COLOR_REJECTED = "#bdbdbd"
@@ -43,18 +40,8 @@ def _save(fig: Figure, out_dir: Path, file_name: str) -> Path:
 
 
 def pnsgd_bound(recipe: PnsgdRecipe, *, n: int, classes: int) -> Bound:
-    """'tight' when training ran long enough to be stationary, else 'non-convergent'."""
-    k = pnsgd_constants(
-        n=n,
-        batch_size=recipe.batch_size,
-        m=recipe.m,
-        classes=classes,
-        eta=recipe.eta,
-        clip=recipe.clip,
-        radius=recipe.radius,
-    )
-    start_term = 2 * k.radius * math.exp(recipe.epochs * k.steps_per_epoch * k.log_c)
-    return "tight" if start_term <= CONVERGED_FRACTION_OF_ZB * k.z_b else "non-convergent"
+    """'tight' when training ran long enough to be stationary, else 'non-convergent' (the planner's rule)."""
+    return accountant_bound(recipe, recipe_constants(recipe, n=n, classes=classes))
 
 
 def privacy_utility_rows(
@@ -80,15 +67,7 @@ def privacy_utility_rows(
     rows = []
     for sigma in sigmas:
         recipe_s = PnsgdRecipe(**{**recipe.as_dict(), "sigma": sigma})
-        k = pnsgd_constants(
-            n=n_after,
-            batch_size=recipe_s.batch_size,
-            m=recipe_s.m,
-            classes=classes,
-            eta=recipe_s.eta,
-            clip=recipe_s.clip,
-            radius=recipe_s.radius,
-        )
+        k = recipe_constants(recipe_s, n=n_after, classes=classes)
         z = batch_z(k, removed=removed)
         bound = pnsgd_bound(recipe_s, n=n_after, classes=classes)
         for epochs in range(1, max_epochs + 1):
