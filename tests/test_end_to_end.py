@@ -24,6 +24,15 @@ def _trained(home: Path) -> Settings:
     return Settings()
 
 
+def _delivered(home: Path) -> Settings:
+    """digits-logreg v1 trained, and a manifest for SUBJECTS (plus two invalid rows) in the inbox."""
+    settings = _trained(home)
+    write_sample_manifest(
+        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
+    )
+    return settings
+
+
 def _assert_invariant(settings: Settings) -> dict:
     from tasks import warehouse
 
@@ -120,10 +129,7 @@ def test_train_then_forget_registers_certified_champion_v2(home: Path) -> None:
 def test_raw_subject_ids_never_leave_the_ledger(home: Path) -> None:
     from flows.forget import forget_flow
 
-    settings = _trained(home)
-    write_sample_manifest(
-        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
-    )
+    _delivered(home)
     forget_flow(seed=0, model_name="digits-logreg")
     needles = [s.encode() for s in SUBJECTS]
     scanned = 0
@@ -155,10 +161,7 @@ def test_crash_before_registration_releases_requests_and_rerun_applies_once(
     from flows.forget import forget_flow
     from tasks import registry
 
-    settings = _trained(home)
-    write_sample_manifest(
-        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
-    )
+    settings = _delivered(home)
     real = registry.register_version
 
     def crash(*args, **kwargs):
@@ -183,10 +186,7 @@ def test_crash_after_registration_is_completed_not_reapplied(
     from flows.forget import forget_flow
     from tasks import ledger, registry
 
-    settings = _trained(home)
-    write_sample_manifest(
-        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
-    )
+    settings = _delivered(home)
     real = ledger.finalize_run
 
     def killed(*args, **kwargs):
@@ -213,10 +213,7 @@ def test_retried_publish_reuses_the_registered_version(
     from flows.forget import forget_flow
     from tasks import ledger, registry
 
-    settings = _trained(home)
-    write_sample_manifest(
-        settings.inbox / "day1.parquet", model_name="digits-logreg", subjects=SUBJECTS
-    )
+    settings = _delivered(home)
     real = ledger.finalize_run
     calls = {"n": 0}
 
