@@ -15,7 +15,6 @@ import torch
 from models.logreg import DTYPE, probabilities
 
 Lineage = Literal["pnsgd", "pcmu", "sisa", "plain", "rum-modified"]
-RECIPES = ("pnsgd", "pcmu", "sisa")
 FORGOTTEN_MASK = "forgotten_mask"  # stored beside the arrays; PCMU has its own "removed" count
 
 
