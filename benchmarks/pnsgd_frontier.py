@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._progress import track
 from models.accounting import (
     batch_z,
     pnsgd_min_epochs,
@@ -674,8 +675,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workers = max(1, min(args.workers, MAX_WORKERS))
     start = time.perf_counter()
+    work = jobs()
     with Pool(workers) as pool:
-        results = list(pool.imap_unordered(_dispatch, jobs()))
+        results = list(
+            track(
+                pool.imap_unordered(_dispatch, work),
+                description="frontier runs (digits seeds, 100k parts)",
+                total=len(work),
+            )
+        )
     summary = write_report(
         results, out=args.out, seconds=time.perf_counter() - start, workers=workers
     )

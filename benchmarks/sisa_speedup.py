@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import track
 
+from benchmarks._progress import track
 from models.cost import CostMeter
 from models.datasets import (
     SAMPLES_PER_SUBJECT,
@@ -88,7 +88,7 @@ def measure(setting: Setting, *, seed: int) -> list[Row]:
 
     # The baseline does not depend on the shard count: one retrain per subject, shared by all rows.
     retrain_acc, retrain_evals, retrain_secs = [], [], []
-    for forget in forget_sets:
+    for forget in track(forget_sets, description=f"{ds.name}: monolithic retrains"):
         meter = CostMeter()
         model = train_sisa(
             x, y, classes=ds.classes, recipe=mono, seed=seed, exclude_rows=forget, meter=meter
@@ -103,7 +103,7 @@ def measure(setting: Setting, *, seed: int) -> list[Row]:
         train_meter = CostMeter()
         trained = train_sisa(x, y, classes=ds.classes, recipe=recipe, seed=seed, meter=train_meter)
         acc, evals, secs, affected = [], [], [], []
-        for forget in forget_sets:
+        for forget in track(forget_sets, description=f"{ds.name}: unlearn, {shards} shards"):
             result = sisa_unlearn(trained, x, y, forget, recipe=recipe, seed=seed)
             acc.append(sisa_accuracy(result.model, x_test, y_test))
             evals.append(result.grad_evals)
