@@ -44,6 +44,8 @@ class ForgettableModel:
             from models.mlp import predict_proba
 
             return predict_proba(self.mlp_state(), x)
+        if self.recipe_name == "pcmu-sisa":
+            return self.sharded_pcmu_state().predict_proba(xt).numpy()
         return probabilities(torch.as_tensor(self.arrays["weights"]), xt).numpy()
 
     def sisa_state(self) -> Any:
@@ -78,12 +80,26 @@ class ForgettableModel:
 
         return PcmuModel.from_arrays(self.arrays, recipe=PcmuRecipe.from_dict(self.recipe))
 
+    def sharded_pcmu_state(self) -> Any:
+        """The shards as `models.pcmu_sisa.ShardedPcmuModel` (recipe `pcmu-sisa` only)."""
+        from models.pcmu_sisa import ShardedPcmuModel, ShardedPcmuRecipe
+
+        return ShardedPcmuModel.from_arrays(
+            self.arrays,
+            removed=self.removed,
+            recipe=ShardedPcmuRecipe.from_dict(self.recipe),
+            seed=self.seed,
+            classes=self.classes,
+        )
+
     def retrain_grad_evals(self, n: int) -> float:
         """Grad-evals of retraining this recipe from scratch on n rows (the cost yardstick)."""
         if self.recipe_name == "pcmu":
             from models.pcmu import pcmu_retrain_grad_evals
 
             return float(pcmu_retrain_grad_evals(self.pcmu_state(), n=n))
+        if self.recipe_name == "pcmu-sisa":
+            return self.sharded_pcmu_state().retrain_grad_evals(n)
         if self.recipe_name == "sisa":
             from models.sisa import SisaRecipe, sisa_retrain_grad_evals
 

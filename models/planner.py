@@ -4,6 +4,7 @@ that meets the policy (algorithms.md sec. 5). Pure: the ledger comes in, a plan 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,10 @@ from models.accounting import batch_z, pnsgd_min_epochs
 from models.forgettable import ForgettableModel
 from models.pnsgd import PnsgdRecipe, accountant_bound, recipe_constants
 
+# Own-run rates a path's prediction takes the median of (newest kept): a run slowed 2x by a
+# neighbour process moves the median of three not at all, a moving average by 1.5x.
+OWN_RUNS_KEPT = 5
+
 
 @dataclass
 class ModelLedger:
@@ -23,27 +28,77 @@ class ModelLedger:
     z_carried: float = 0.0  # PNSGD W-infinity bound left over from earlier requests
     pcmu_removed: int = 0
     grad_evals_since_retrain: float = 0.0
-    seconds_per_grad_eval: float = 1e-5  # from the training run: the prior for any path
-    # Measured per path: a PCMU full-batch step and a PNSGD mini-batch step cost very differently
-    # per grad-eval, so one number per model mispredicts seconds by up to ~2x (benchmarks/cost_model).
+    # The training run's rate: a last resort only. Training records learning events and a PNSGD
+    # retrain does not, so it overpredicted retrains and fine-tunes 2-2.5x (benchmarks/cost_model).
+    seconds_per_grad_eval: float = 1e-5
+    # The rate each path is predicted with: the median of its own last runs, else a micro-run of
+    # its inner loop on this machine (models.calibration). Stored so the ledger JSON reads alone.
     seconds_per_grad_eval_by_path: dict[str, float] = field(default_factory=dict)
+    own_run_rates_by_path: dict[str, list[float]] = field(default_factory=dict)
+    micro_run_rates_by_path: dict[str, float] = field(default_factory=dict)
     retrain_grad_evals: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Ledgers written before per-run history was kept hold one averaged rate per path.
+        for path, rate in self.seconds_per_grad_eval_by_path.items():
+            if path not in self.own_run_rates_by_path and path not in self.micro_run_rates_by_path:
+                self.own_run_rates_by_path[path] = [rate]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def rate(self, path: str) -> float:
-        """Seconds per grad-eval predicted for `path`: its own measurement, else the training rate."""
+        """Seconds per grad-eval predicted for `path` (see `rate_basis` for where it comes from)."""
         return self.seconds_per_grad_eval_by_path.get(path, self.seconds_per_grad_eval)
 
+    def rate_basis(self, path: str) -> str:
+        """Where `rate(path)` comes from, for the candidate table."""
+        own = self.own_run_rates_by_path.get(path)
+        if own:
+            return f"own runs (median of last {len(own)})"
+        if path in self.micro_run_rates_by_path:
+            return "micro-run"
+        return "training run (includes learning-event recording)"
+
+    def _refresh(self, path: str) -> None:
+        own = self.own_run_rates_by_path.get(path)
+        if own:
+            self.seconds_per_grad_eval_by_path[path] = statistics.median(own)
+        elif path in self.micro_run_rates_by_path:
+            self.seconds_per_grad_eval_by_path[path] = self.micro_run_rates_by_path[path]
+
+    def record_micro_run(self, path: str, seconds_per_grad_eval: float) -> None:
+        """A micro-run's rate: used until the path has run for real (its own runs win)."""
+        if not seconds_per_grad_eval > 0:
+            raise ValueError(f"a measured rate must be > 0, got {seconds_per_grad_eval}")
+        self.micro_run_rates_by_path[path] = seconds_per_grad_eval
+        self._refresh(path)
+
     def calibrate(self, path: str, *, grad_evals: float, seconds: float) -> None:
-        """Fold one measured run into the path's rate (moving average, half weight on the new one)."""
-        if grad_evals <= 0:
+        """Fold one measured run of `path` into its rate (only that path's own runs count)."""
+        if grad_evals <= 0 or seconds <= 0:
             return
-        measured = seconds / grad_evals
-        previous = self.seconds_per_grad_eval_by_path.get(path)
-        self.seconds_per_grad_eval_by_path[path] = (
-            measured if previous is None else 0.5 * (previous + measured)
+        own = [*self.own_run_rates_by_path.get(path, []), seconds / grad_evals]
+        self.own_run_rates_by_path[path] = own[-OWN_RUNS_KEPT:]
+        self._refresh(path)
+
+    def learn_rates(
+        self, *, previous: ModelLedger, plan: Plan, grad_evals: float, seconds: float
+    ) -> None:
+        """This (new) ledger after a run of `plan.chosen`: the rates of `previous` (they describe
+        the machine and the recipe, so they survive a retrain), the micro-runs measured while
+        planning, and the chosen path's measured cost minus the part it had measured already."""
+        self.seconds_per_grad_eval_by_path = dict(previous.seconds_per_grad_eval_by_path)
+        self.own_run_rates_by_path = {k: list(v) for k, v in previous.own_run_rates_by_path.items()}
+        self.micro_run_rates_by_path = dict(previous.micro_run_rates_by_path)
+        for c in plan.candidates:
+            if c.micro_run is not None:
+                self.record_micro_run(c.path, c.micro_run["seconds_per_grad_eval"])
+        chosen = plan.chosen
+        self.calibrate(
+            chosen.path,
+            grad_evals=grad_evals - chosen.measured_grad_evals,
+            seconds=seconds - chosen.measured_seconds,
         )
 
 
@@ -57,6 +112,13 @@ class Candidate:
     delta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     rejected: str | None = None
+    # Work already run once while planning that the path repeats identically (PCMU's check):
+    # priced at the seconds it took, the rest of predicted_grad_evals at the path's rate.
+    measured_grad_evals: float = 0.0
+    measured_seconds: float = 0.0
+    seconds_per_grad_eval: float = 0.0
+    seconds_basis: str = ""
+    micro_run: dict[str, Any] | None = None  # models.calibration.MicroRun.as_dict() if one ran
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -64,6 +126,8 @@ class Candidate:
             "guarantee": self.guarantee,
             "predicted_grad_evals": round(self.predicted_grad_evals, 1),
             "predicted_seconds": round(self.predicted_seconds, 3),
+            "seconds_per_grad_eval": float(f"{self.seconds_per_grad_eval:.4g}"),
+            "seconds_from": self.seconds_basis,
             "epsilon": self.epsilon,
             "chosen": False,
             "rejected": self.rejected or "",
@@ -158,6 +222,7 @@ def _pcmu_candidate(
     """Zero cost within the worst-case budget; otherwise the data-dependent check is run now
     (T*|F| grad-evals, counted) and the replay from its first flip is predicted exactly as
     (steps - t*) * (n - |F|) (algorithms.md sec. 2)."""
+    from models.cost import CostMeter
     from models.pcmu import pcmu_check
 
     state = model.pcmu_state()
@@ -169,8 +234,14 @@ def _pcmu_candidate(
         return cand
     retained = np.flatnonzero(~model.removed)
     x, y = data
+    meter = CostMeter()
     check = pcmu_check(
-        state, x[retained], y[retained], np.searchsorted(retained, forget_rows), recipe=state.recipe
+        state,
+        x[retained],
+        y[retained],
+        np.searchsorted(retained, forget_rows),
+        recipe=state.recipe,
+        meter=meter,
     )
     replay = 0.0
     if not check.passed:
@@ -178,12 +249,33 @@ def _pcmu_candidate(
             (state.steps_run - check.first_flip_step) * (len(retained) - len(forget_rows))
         )
     cand.predicted_grad_evals = check.grad_evals + replay
+    # pcmu_unlearn repeats this very check before replaying: its time is known, not predicted.
+    cand.measured_grad_evals, cand.measured_seconds = check.grad_evals, meter.seconds
     cand.params = {
         "mode": "check" if check.passed else "replay",
         "first_flip_step": check.first_flip_step,
         "planning_check_grad_evals": check.grad_evals,
     }
     return cand
+
+
+def _sharded_pcmu_candidate(
+    model: ForgettableModel, forget_rows: np.ndarray, data: tuple[np.ndarray, np.ndarray]
+) -> Candidate:
+    """PCMU per affected SISA shard (models/pcmu_sisa.py): each shard's budget, else its
+    data-dependent check run now (counted) plus the replay it predicts exactly, (steps - t*) *
+    (n_s - |F_s|) (algorithms.md sec. 2; Bourtoule et al., arXiv 1912.03817, sec. IV)."""
+    from models.pcmu_sisa import predict_unlearn_grad_evals
+
+    x, y = data
+    total, per_shard = predict_unlearn_grad_evals(model.sharded_pcmu_state(), x, y, forget_rows)
+    return Candidate(
+        path="pcmu-sisa",
+        guarantee="exact",
+        predicted_grad_evals=total,
+        predicted_seconds=0.0,
+        params={"per_shard": per_shard},
+    )
 
 
 # RUM must be clearly cheaper than a retrain to be worth an empirical-only guarantee (sec. 5).
@@ -213,6 +305,57 @@ def _rum_candidate(model: ForgettableModel, forget_rows: np.ndarray, n_after: in
     if cost > RUM_MAX_FRACTION_OF_RETRAIN * model.retrain_grad_evals(n_after):
         cand.rejected = f"not clearly cheaper than a retrain (> {RUM_MAX_FRACTION_OF_RETRAIN:.0%})"
     return cand
+
+
+def _price_seconds(
+    candidates: list[Candidate],
+    model: ForgettableModel,
+    ledger: ModelLedger,
+    policy: Policy,
+    *,
+    data: tuple[np.ndarray, np.ndarray] | None,
+    forget_rows: np.ndarray,
+) -> None:
+    """Predicted seconds = measured part + the rest of the grad-evals x the path's rate. A viable
+    path the ledger has no rate for gets one from a micro-run of its inner loop now (needs `data`),
+    which the flow stores in the next version's ledger; its cost is at most
+    CALIBRATION_BUDGET_FRACTION of a retrain, shared by the paths that need one."""
+    from models.calibration import CALIBRATION_BUDGET_FRACTION, can_calibrate, micro_run
+
+    known = ledger.seconds_per_grad_eval_by_path
+    todo = [
+        c
+        for c in candidates
+        if data is not None
+        and c.path not in known
+        and not c.rejected
+        and policy.meets(c.guarantee)  # type: ignore[arg-type]
+        and can_calibrate(model, c.path)
+    ]
+    budget = CALIBRATION_BUDGET_FRACTION * model.retrain_grad_evals(model.n_retained)
+    for c in todo:
+        run = micro_run(
+            model,
+            c.path,
+            *data,
+            exclude_rows=forget_rows,
+            budget_grad_evals=budget / len(todo),
+        )
+        c.micro_run = run.as_dict()
+    for c in candidates:
+        if c.micro_run is not None:
+            c.seconds_per_grad_eval = c.micro_run["seconds_per_grad_eval"]
+            c.seconds_basis = (
+                f"micro-run now ({c.micro_run['grad_evals']:,.0f} grad-evals, "
+                f"{c.micro_run['seconds']:.3f} s)"
+            )
+        else:
+            c.seconds_per_grad_eval = ledger.rate(c.path)
+            c.seconds_basis = ledger.rate_basis(c.path)
+        rated = max(c.predicted_grad_evals - c.measured_grad_evals, 0.0)
+        c.predicted_seconds = c.measured_seconds + rated * c.seconds_per_grad_eval
+        if c.measured_grad_evals:
+            c.seconds_basis += f" + {c.measured_seconds:.3f} s measured while planning"
 
 
 def enumerate_candidates(
@@ -261,11 +404,13 @@ def enumerate_candidates(
         )
     if model.recipe_name == "mlp" and policy.guarantee == "audited":
         candidates.append(_rum_candidate(model, forget_rows, n_after))
-    if model.lineage == "pcmu" and data is not None:
+    if model.lineage == "pcmu" and model.recipe_name == "pcmu" and data is not None:
         candidates.append(_pcmu_candidate(model, forget_rows, data))
+    if model.lineage == "pcmu" and model.recipe_name == "pcmu-sisa" and data is not None:
+        candidates.append(_sharded_pcmu_candidate(model, forget_rows, data))
     candidates.append(retrain)
+    _price_seconds(candidates, model, ledger, policy, data=data, forget_rows=forget_rows)
     for c in candidates:
-        c.predicted_seconds = c.predicted_grad_evals * ledger.rate(c.path)
         # Exact paths reset nothing that accumulates; only approximate ones run up a bill.
         if c is retrain or c.rejected or c.guarantee == "exact":
             continue

@@ -118,7 +118,7 @@ class SisaUnlearning:
     certificate: dict[str, object] = field(default_factory=dict)
 
 
-def _stream_seed(seed: int, *tags: int) -> int:
+def stream_seed(seed: int, *tags: int) -> int:
     """A 63-bit seed for one named RNG stream, derived from the run seed (numpy SeedSequence)."""
     return int(np.random.SeedSequence([seed, *tags]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -137,7 +137,7 @@ def assign_shards_and_slices(
     seeded permutation of positions is cut into S near-equal shards, each into R near-equal
     slices."""
     _check_seed(seed)
-    order = np.random.default_rng(_stream_seed(seed, _ASSIGNMENT_STREAM)).permutation(n)
+    order = np.random.default_rng(stream_seed(seed, _ASSIGNMENT_STREAM)).permutation(n)
     shard_of_row = np.empty(n, dtype=np.int64)
     slice_of_row = np.empty(n, dtype=np.int64)
     for s, shard_rows in enumerate(np.array_split(order, shards)):
@@ -184,7 +184,7 @@ def _train_shard(
     for r in range(start_slice, recipe.slices):
         # Sorted positions: the rows seen depend on the retained set only, not on removal history.
         rows = torch.as_tensor(np.sort(np.concatenate(shard_rows_by_slice[: r + 1])))
-        gen = torch.Generator().manual_seed(_stream_seed(seed, _BATCH_ORDER_STREAM, shard, r))
+        gen = torch.Generator().manual_seed(stream_seed(seed, _BATCH_ORDER_STREAM, shard, r))
         # A shard emptied up to slice r keeps its weights: there is nothing left to learn from.
         for _ in range(recipe.epochs_per_slice if len(rows) else 0):
             for batch in torch.split(
@@ -290,6 +290,13 @@ def train_sisa(
     return model
 
 
+def aggregate_probabilities(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Mean over shard models of their class probabilities (`sisa_predict_proba`'s rule)."""
+    if not weights:
+        raise ValueError("model has no rows left in any shard: nothing to predict with")
+    return torch.stack([probabilities(w, x) for w in weights]).mean(dim=0)
+
+
 def sisa_predict_proba(model: SisaModel, x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Mean of the active shard models' class probabilities, shape (n, classes).
 
@@ -297,11 +304,8 @@ def sisa_predict_proba(model: SisaModel, x: np.ndarray | torch.Tensor) -> torch.
     we average probability vectors instead: it needs no tie-breaking rule, keeps calibrated
     probabilities for downstream audits (e.g. membership-inference checks), and its argmax is the
     vote weighted by confidence. Shards emptied by removals are left out of the mean."""
-    active = model.active_shards()
-    if active.size == 0:
-        raise ValueError("model has no rows left in any shard: nothing to predict with")
     xt = torch.as_tensor(np.asarray(x), dtype=DTYPE)
-    return torch.stack([probabilities(model.shard_weights[s], xt) for s in active]).mean(dim=0)
+    return aggregate_probabilities([model.shard_weights[s] for s in model.active_shards()], xt)
 
 
 def sisa_accuracy(

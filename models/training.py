@@ -73,6 +73,29 @@ def _fit_pcmu(x, y, classes, overrides, seed, events, meter, progress) -> Fitted
     return Fitted("pcmu", recipe.as_dict(), pcmu.to_arrays())
 
 
+def _fit_sharded_pcmu(
+    x, y, classes, overrides, seed, events, meter, progress, *, groups=None
+) -> Fitted:
+    """PCMU inside subject-disjoint SISA shards (models/pcmu_sisa.py); `groups`: subject per row."""
+    from models.pcmu_sisa import ShardedPcmuRecipe, assign_shards_by_subject, train_sharded_pcmu
+
+    recipe = ShardedPcmuRecipe.from_dict(overrides)
+    shard_of_row = assign_shards_by_subject(
+        np.arange(len(y)) if groups is None else groups, shards=recipe.shards, seed=seed
+    )
+    model = train_sharded_pcmu(
+        x,
+        y,
+        classes=classes,
+        recipe=recipe,
+        seed=seed,
+        shard_of_row=shard_of_row,
+        events=events,
+        meter=meter,
+    )
+    return Fitted("pcmu", recipe.as_dict(), model.to_arrays())
+
+
 def _fit_mlp(x, y, classes, overrides, seed, events, meter, progress) -> Fitted:
     """A plain MLP (no certified lineage); its learning events feed RUM's memorisation split."""
     from models.mlp import MlpRecipe, train_mlp
@@ -89,7 +112,10 @@ FITS: dict[str, Callable[..., Fitted]] = {
     "sisa": _fit_sisa,
     "pcmu": _fit_pcmu,
     "mlp": _fit_mlp,
+    "pcmu-sisa": _fit_sharded_pcmu,
 }
+# Recipes whose fit takes `groups` (subject per row): they keep a subject's rows together.
+GROUPED_FITS = frozenset({"pcmu-sisa"})
 
 
 def train_arrays(
@@ -101,13 +127,19 @@ def train_arrays(
     seed: int,
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    groups: np.ndarray | None = None,
 ) -> TrainingRun:
-    """Train `recipe_name` on (x, y); the run's model, learning events and cost."""
+    """Train `recipe_name` on (x, y); the run's model, learning events and cost.
+
+    `groups`: the data subject of each row, for recipes that shard by subject (GROUPED_FITS)."""
     if recipe_name not in FITS:
         raise ValueError(f"unknown recipe {recipe_name!r}; known: {', '.join(FITS)}")
     events = LearningEvents.zeros(len(y))
     meter = CostMeter()
-    fitted = FITS[recipe_name](x, y, classes, overrides or {}, seed, events, meter, progress)
+    extra = {"groups": groups} if recipe_name in GROUPED_FITS else {}
+    fitted = FITS[recipe_name](
+        x, y, classes, overrides or {}, seed, events, meter, progress, **extra
+    )
     model = ForgettableModel(
         recipe_name=recipe_name,
         lineage=fitted.lineage,
@@ -140,4 +172,5 @@ def train_model(
         seed=seed,
         overrides=overrides,
         progress=progress,
+        groups=dataset.subject_ids[rows],
     )

@@ -155,6 +155,34 @@ def _pcmu(
     )
 
 
+def _sharded_pcmu(
+    model: ForgettableModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    forget_rows: np.ndarray,
+    ledger: ModelLedger,
+) -> Unlearned:
+    """PCMU per affected SISA shard (models/pcmu_sisa.py): exact w.r.t. the same ensemble."""
+    from models.pcmu_sisa import sharded_pcmu_unlearn
+
+    meter = CostMeter()
+    done = sharded_pcmu_unlearn(model.sharded_pcmu_state(), x, y, forget_rows, meter=meter)
+    payload = done.certificate
+    return Unlearned(
+        model=replace(model, arrays=done.model.to_arrays(), removed=done.model.removed.copy()),
+        method=payload["method"],
+        guarantee="exact",
+        ledger=replace(ledger, pcmu_removed=ledger.pcmu_removed + len(forget_rows)),
+        cost=meter,
+        parameters={
+            k: v
+            for k, v in payload.items()
+            if k not in ("method", "guarantee", "seed", "budget_left_per_shard")
+        },
+        budget_left={"pcmu_budget_per_shard": payload["budget_left_per_shard"]},
+    )
+
+
 def _rum(
     model: ForgettableModel,
     x: np.ndarray,
@@ -240,6 +268,20 @@ def _retrain(
             meter=meter,
         )
         arrays = pcmu.to_arrays()
+    elif model.recipe_name == "pcmu-sisa":
+        from models.pcmu_sisa import ShardedPcmuRecipe, train_sharded_pcmu
+
+        # The stored shard map, not a fresh one: the subject ids are not in the arrays.
+        arrays = train_sharded_pcmu(
+            x,
+            y,
+            classes=model.classes,
+            recipe=ShardedPcmuRecipe.from_dict(model.recipe),
+            seed=seed,
+            shard_of_row=model.arrays["shard_of_row"],
+            exclude_rows=np.flatnonzero(~keep),
+            meter=meter,
+        ).to_arrays()
     elif model.recipe_name == "sisa":
         from models.sisa import SisaRecipe, train_sisa
 
@@ -265,7 +307,7 @@ def _retrain(
             progress=progress,
         )
         arrays = {"weights": w.numpy()}
-    lineage = "plain" if model.recipe_name == "mlp" else model.recipe_name
+    lineage = RECIPE_LINEAGE.get(model.recipe_name, model.recipe_name)
     new_ledger = ModelLedger(
         lineage=lineage,
         seconds_per_grad_eval=ledger.seconds_per_grad_eval,
@@ -283,12 +325,16 @@ def _retrain(
     )
 
 
+# Lineage a retrain restores, where it is not the recipe's own name.
+RECIPE_LINEAGE = {"mlp": "plain", "pcmu-sisa": "pcmu"}
+
 # Which training recipe each path's guarantee assumes (empty: any). PNSGD's certificate needs the
 # strongly convex logistic loss trained by the same noisy chain (algorithms.md sec. 1).
 PATH_RECIPES: dict[str, tuple[str, ...]] = {
     "pnsgd": ("pnsgd",),
     "pcmu": ("pcmu",),
     "sisa": ("sisa",),
+    "pcmu-sisa": ("pcmu-sisa",),
     "rum": ("mlp",),
     "retrain": (),
 }
@@ -329,6 +375,8 @@ def execute(
         return _sisa(model, x, y, forget_rows, ledger)
     if path == "pcmu":
         return _pcmu(model, x, y, forget_rows, ledger)
+    if path == "pcmu-sisa":
+        return _sharded_pcmu(model, x, y, forget_rows, ledger)
     if path == "rum":
         return _rum(model, x, y, forget_rows, ledger, seed, proxies)
     raise ValueError(f"unknown path {path!r}")
