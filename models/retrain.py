@@ -4,13 +4,12 @@ The exact baseline of algorithms.md sec. 4 that every other path is measured aga
 valid, cost `epochs * |retain set|` grad-evals. The PNSGD chain draws all its randomness (init,
 batch permutation, per-step noise) from generators seeded by `seed`, so the same (data, keep_rows,
 recipe, seed) gives the same weight bytes and an auditor can replay a retrain and compare
-`weights_sha256`. That holds for the same torch version, CPU instruction set and thread count
-(BLAS kernels may order float sums differently across those).
+the `models.weights.state_sha256` digests. That holds for the same torch version, CPU instruction
+set and thread count (BLAS kernels may order float sums differently across those).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -19,14 +18,6 @@ import torch
 from models.cost import CostMeter
 from models.learning_events import LearningEvents
 from models.pnsgd import PnsgdRecipe, initial_weights, run_pnsgd
-
-
-def weights_sha256(w: torch.Tensor) -> str:
-    """Hex sha256 of a tensor's dtype, shape and raw bytes: the fingerprint a replay must match."""
-    arr = w.detach().cpu().contiguous().numpy()
-    digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-    digest.update(arr.tobytes())
-    return digest.hexdigest()
 
 
 def _keep_positions(keep_rows: np.ndarray, n: int) -> np.ndarray:
@@ -68,7 +59,7 @@ def retrain_pnsgd(
 
     Chien et al., arXiv 2403.17105, Algorithm 1 (init w0 ~ N(0, 2 sigma^2/m), then cyclic noisy
     projected mini-batch steps); both streams are seeded by `seed`, so the same seed gives the same
-    weights bytes (`weights_sha256`) and a different seed different ones. `events`, if given, is
+    weights bytes (`models.weights.state_sha256`) and a different seed different ones. `events`, if given, is
     indexed by position in `x` (length len(y)); removed rows get no observations. `progress` is
     called with (epochs done, epochs) as in `run_pnsgd`."""
     n = len(y)

@@ -24,7 +24,7 @@ import torch
 from models.cost import CostMeter
 from models.learning_events import LearningEvents
 from models.logreg import DTYPE, clipped_mean_gradient, output_width, probabilities, smoothness
-from models.retrain import weights_sha256
+from models.weights import state_sha256
 
 # Stream tags keep the assignment RNG and the per-(shard, slice) batch-order RNGs independent.
 _ASSIGNMENT_STREAM = 0
@@ -103,7 +103,7 @@ class SisaModel:
 
     def weights_sha256(self) -> str:
         """Fingerprint of all checkpoints (the shard weights are the last slice's)."""
-        return weights_sha256(self.slice_checkpoints)
+        return state_sha256({"slice_checkpoints": self.slice_checkpoints.numpy()})
 
 
 @dataclass(frozen=True)
