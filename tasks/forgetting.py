@@ -259,9 +259,14 @@ def publish_and_finalize(
     with warehouse.connect(settings) as con:
         index_digest = warehouse.training_index_sha256(con, ctx.dataset.name)
     forgotten_ids = ctx.dataset.sample_ids[ctx.dataset.train_rows()][ctx.forget_rows].tolist()
-    # Calibrate seconds per grad-eval from what this run measured (exponential moving average).
+    # Seconds per grad-eval: planning's micro-runs and this path's measured run (models/planner.py).
     new_ledger = result.ledger
-    new_ledger.calibrate(plan.chosen.path, grad_evals=result.cost.grad_evals, seconds=result.cost.seconds)
+    new_ledger.learn_rates(
+        previous=ctx.ledger,
+        plan=plan,
+        grad_evals=result.cost.grad_evals,
+        seconds=result.cost.seconds,
+    )
     certificate = Certificate(
         model_name=ctx.model_name,
         model_version=version,

@@ -163,6 +163,13 @@ def test_pcmu_candidate_predicts_its_measured_cost_and_is_exact(digits) -> None:
         ledger=ModelLedger(lineage="pcmu"),
         seed=0,
     )
+    # The check ran while planning and pcmu_unlearn repeats it: priced at its measured seconds.
+    if pcmu.params["mode"] != "budget":
+        assert pcmu.measured_grad_evals == pcmu.params["planning_check_grad_evals"] > 0
+    assert pcmu.predicted_seconds == pytest.approx(
+        pcmu.measured_seconds
+        + (pcmu.predicted_grad_evals - pcmu.measured_grad_evals) * pcmu.seconds_per_grad_eval
+    )
     assert done.method == f"pcmu-{pcmu.params['mode']}"
     assert done.cost.grad_evals == pytest.approx(pcmu.predicted_grad_evals)
     keep = np.setdiff1d(np.arange(len(y)), rows)
@@ -209,9 +216,212 @@ def test_a_certified_path_refuses_a_model_its_guarantee_does_not_cover(digits) -
     from models.planner import Candidate, Plan
 
     mlp = train_model(digits, recipe_name="mlp", seed=0, overrides={"epochs": 1}).model
-    fake = Candidate(path="pnsgd", guarantee="certified", predicted_grad_evals=0, predicted_seconds=0,
-                     params={"epochs": 1, "z": 1.0, "bound": "tight"})
+    fake = Candidate(
+        path="pnsgd",
+        guarantee="certified",
+        predicted_grad_evals=0,
+        predicted_seconds=0,
+        params={"epochs": 1, "z": 1.0, "bound": "tight"},
+    )
     train = digits.train_rows()
     with pytest.raises(ValueError, match=r"recipe pnsgd.*got recipe 'mlp'"):
-        execute(Plan(chosen=fake, candidates=[fake], why="test"), mlp, digits.features[train],
-                digits.labels[train], np.arange(4), ledger=ModelLedger(lineage="plain"), seed=0)
+        execute(
+            Plan(chosen=fake, candidates=[fake], why="test"),
+            mlp,
+            digits.features[train],
+            digits.labels[train],
+            np.arange(4),
+            ledger=ModelLedger(lineage="plain"),
+            seed=0,
+        )
+
+
+# Seconds calibration (issue 6). Deterministic: the assertions are about which rate prices which
+# path, what a micro-run runs and spends in grad-evals, and the pricing arithmetic; never about
+# how long anything took.
+
+
+def test_a_path_is_priced_by_its_own_runs_else_a_micro_run_else_the_training_run() -> None:
+    ledger = ModelLedger(lineage="pnsgd", seconds_per_grad_eval=3e-4)
+    assert ledger.rate("retrain") == 3e-4 and ledger.rate_basis("retrain").startswith("training")
+    ledger.record_micro_run("retrain", 1e-4)
+    assert ledger.rate("retrain") == 1e-4 and ledger.rate_basis("retrain") == "micro-run"
+    ledger.calibrate("retrain", grad_evals=1000, seconds=0.2)
+    assert ledger.rate("retrain") == pytest.approx(2e-4)
+    assert ledger.rate_basis("retrain") == "own runs (median of last 1)"
+    ledger.record_micro_run("retrain", 1e-5)  # a later micro-run never overrides real runs
+    assert ledger.rate("retrain") == pytest.approx(2e-4)
+    assert ledger.rate("pnsgd") == 3e-4  # one path's runs never price another
+    with pytest.raises(ValueError, match="> 0"):
+        ledger.record_micro_run("pnsgd", 0.0)
+
+
+def test_own_rate_is_the_median_of_the_last_runs_so_one_slow_run_does_not_move_it() -> None:
+    from models.planner import OWN_RUNS_KEPT
+
+    ledger = ModelLedger(lineage="pnsgd")
+    for seconds in (1.0, 1.0, 10.0):  # the third run shared the cores with another job
+        ledger.calibrate("pnsgd", grad_evals=1e4, seconds=seconds)
+    assert ledger.rate("pnsgd") == pytest.approx(1e-4)
+    for _ in range(OWN_RUNS_KEPT):
+        ledger.calibrate("pnsgd", grad_evals=1e4, seconds=3.0)
+    assert ledger.own_run_rates_by_path["pnsgd"] == pytest.approx([3e-4] * OWN_RUNS_KEPT)
+    ledger.calibrate("pnsgd", grad_evals=0.0, seconds=1.0)  # nothing measured: ignored
+    assert len(ledger.own_run_rates_by_path["pnsgd"]) == OWN_RUNS_KEPT
+    assert ledger.rate("pnsgd") == pytest.approx(3e-4)
+
+
+def test_ledger_round_trips_through_json_and_reads_a_legacy_averaged_rate_as_one_run() -> None:
+    import json
+
+    legacy = {
+        "lineage": "sisa",
+        "seconds_per_grad_eval": 5e-5,
+        "retrain_grad_evals": 9.0,
+        "seconds_per_grad_eval_by_path": {"sisa": 2e-5},
+    }  # written before issue 6
+    ledger = ModelLedger(**legacy)
+    assert ledger.rate("sisa") == 2e-5 and ledger.own_run_rates_by_path == {"sisa": [2e-5]}
+    ledger.record_micro_run("retrain", 4e-5)
+    assert ModelLedger(**json.loads(json.dumps(ledger.as_dict()))) == ledger
+
+
+def test_after_a_run_the_ledger_keeps_rates_across_a_retrain_and_learns_only_the_rated_part() -> (
+    None
+):
+    from models.planner import Candidate, Plan
+
+    previous = ModelLedger(lineage="pcmu", seconds_per_grad_eval=9e-6)
+    previous.calibrate("retrain", grad_evals=1e4, seconds=0.01)
+    micro = {"seconds_per_grad_eval": 2e-6, "grad_evals": 10.0, "seconds": 2e-5}
+    # PCMU: 3 grad-evals of check already run (0.5 s) while planning, then 1000 of replay.
+    pcmu = Candidate(
+        path="pcmu",
+        guarantee="exact",
+        predicted_grad_evals=1003.0,
+        predicted_seconds=0.0,
+        measured_grad_evals=3.0,
+        measured_seconds=0.5,
+        micro_run=micro,
+    )
+    retrain = Candidate(
+        path="retrain", guarantee="exact", predicted_grad_evals=9e3, predicted_seconds=0.0
+    )
+    fresh = ModelLedger(lineage="pcmu")  # what a path that resets the ledger hands back
+    fresh.learn_rates(
+        previous=previous,
+        plan=Plan(chosen=pcmu, candidates=[pcmu, retrain], why=""),
+        grad_evals=1003.0,
+        seconds=0.502,
+    )
+    assert fresh.rate("retrain") == pytest.approx(1e-6)  # carried over
+    assert fresh.micro_run_rates_by_path == {"pcmu": 2e-6}
+    assert fresh.own_run_rates_by_path["pcmu"] == pytest.approx([0.002 / 1000])
+    assert previous.own_run_rates_by_path == {"retrain": [pytest.approx(1e-6)]}  # not mutated
+    assert "pcmu" not in previous.micro_run_rates_by_path
+
+
+def test_pooled_micro_run_rate_and_rows_per_repeat_respect_budget_floor_and_data() -> None:
+    from models.calibration import MIN_BATCHES_PER_REPEAT, REPEATS, minibatch_rows, pooled_rate
+
+    # A preempted repeat counts: the real run will be preempted too.
+    assert pooled_rate([100.0, 100.0, 100.0], [0.01, 0.01, 0.04]) == pytest.approx(0.06 / 300)
+    with pytest.raises(ValueError, match="grad-eval"):
+        pooled_rate([0.0], [0.1])
+    kw = {"grad_evals_per_row": 1.0, "batch_size": 8}
+    assert minibatch_rows(budget_grad_evals=REPEATS * 1000, available=10**4, **kw) == 1000
+    floor = MIN_BATCHES_PER_REPEAT * 8
+    assert minibatch_rows(budget_grad_evals=3.0, available=10**4, **kw) == floor
+    assert minibatch_rows(budget_grad_evals=REPEATS * 1000, available=50, **kw) == 50
+
+
+MICRO_RUN_CASES = [
+    ("pnsgd", {"epochs": 2}, "pnsgd"),
+    ("pnsgd", {"epochs": 2}, "retrain"),
+    ("sisa", {"epochs_per_slice": 1}, "sisa"),
+    ("sisa", {"epochs_per_slice": 1}, "retrain"),
+    ("pcmu", {"steps": 5}, "pcmu"),
+    ("pcmu", {"steps": 5}, "retrain"),
+    ("mlp", {"epochs": 1}, "retrain"),
+    ("mlp", {"epochs": 1}, "rum"),
+]
+
+
+@pytest.mark.parametrize(("recipe", "overrides", "path"), MICRO_RUN_CASES)
+def test_each_micro_run_spends_its_share_and_never_touches_forgotten_or_forget_rows(
+    digits, recipe, overrides, path
+) -> None:
+    from dataclasses import replace
+
+    from models.calibration import MICRO_RUNS, REPEATS, micro_run, minibatch_rows
+    from models.rum import RumRecipe
+
+    assert {(r, p) for r, _, p in MICRO_RUN_CASES} == set(MICRO_RUNS)
+    model = train_model(digits, recipe_name=recipe, seed=0, overrides=overrides).model
+    train = digits.train_rows()
+    x, y = digits.features[train].copy(), digits.labels[train].copy()
+    removed = np.zeros(len(y), dtype=bool)
+    removed[:5] = True
+    model = replace(model, removed=removed)
+    forget = np.arange(5, 9)
+    # An out-of-range label makes any loss or gradient over that row raise: if the micro-run
+    # completes, it never read an already forgotten row or a row about to be forgotten.
+    y[:9] = 99
+    before = {k: v.copy() for k, v in model.arrays.items()}
+    budget = 2000.0
+    run = micro_run(model, path, x, y, exclude_rows=forget, budget_grad_evals=budget)
+    assert all(np.array_equal(before[k], model.arrays[k]) for k in before)
+    assert run.seconds_per_grad_eval == pytest.approx(run.seconds / run.grad_evals)
+    assert len(run.repeat_rates) == REPEATS and run.seconds_per_grad_eval > 0
+    available = len(y) - 9
+    if recipe == "pcmu":  # one full-batch step on every retained row per repeat
+        assert run.grad_evals == REPEATS * available
+    elif path == "rum":
+        r = RumRecipe()
+        k = minibatch_rows(
+            budget_grad_evals=budget,
+            grad_evals_per_row=2 + 4 / r.batch_size,
+            batch_size=r.batch_size,
+            available=available - 4,
+        )
+        assert run.grad_evals == REPEATS * (2 * k + -(-k // r.batch_size) * 4)
+    else:
+        b = model.recipe["batch_size"]
+        k = minibatch_rows(
+            budget_grad_evals=budget, grad_evals_per_row=1.0, batch_size=b, available=available
+        )
+        assert run.grad_evals == REPEATS * k
+
+
+def test_viable_paths_without_a_rate_get_a_micro_run_within_budget_and_the_table_says_so(
+    digits, pnsgd_model
+) -> None:
+    from models.calibration import CALIBRATION_BUDGET_FRACTION, REPEATS
+
+    train = digits.train_rows()
+    data = (digits.features[train], digits.labels[train])
+    rows = _forget(pnsgd_model.n_retained, 4)
+    # The training rate is absurd on purpose: no priced path may use it.
+    ledger = ModelLedger(lineage="pnsgd", seconds_per_grad_eval=1.0)
+    plan = choose(
+        enumerate_candidates(pnsgd_model, rows, policy=Policy(), ledger=ledger, data=data),
+        Policy(),
+    )
+    budget = CALIBRATION_BUDGET_FRACTION * pnsgd_model.retrain_grad_evals(1437)
+    for c in plan.candidates:
+        assert c.micro_run is not None and c.seconds_basis.startswith("micro-run")
+        assert c.micro_run["grad_evals"] <= budget / 2 + REPEATS  # shared by the two paths
+        assert c.predicted_seconds == pytest.approx(
+            c.predicted_grad_evals * c.micro_run["seconds_per_grad_eval"]
+        )
+    assert {r["seconds_from"][:9] for r in plan.table()} == {"micro-run"}
+    # Once a path has run for real, its own rate prices it and no micro-run is spent on it.
+    ledger.calibrate("retrain", grad_evals=1e4, seconds=2.0)
+    exact = Policy(guarantee="exact")
+    again = enumerate_candidates(pnsgd_model, rows, policy=exact, ledger=ledger, data=data)
+    retrain = next(c for c in again if c.path == "retrain")
+    assert retrain.micro_run is None and retrain.seconds_basis.startswith("own runs")
+    assert retrain.predicted_seconds == pytest.approx(retrain.predicted_grad_evals * 2e-4)
+    # A path the policy rules out is not worth calibrating: it keeps the ledger's prior.
+    pnsgd = next(c for c in again if c.path == "pnsgd")
+    assert pnsgd.micro_run is None and pnsgd.seconds_basis.startswith("training run")
