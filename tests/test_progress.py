@@ -1,0 +1,138 @@
+"""Progress bars: the CLI's Rich sink (training and unlearning loops report through
+tasks.progress), silence without it, and benchmarks.run_all following real benchmark processes.
+
+The CLI tests give flows.cli a Rich console on a forced terminal, writing into a buffer, and read
+the bars as a person would see them (ANSI codes stripped). Only PNSGD training and unlearning (and
+retrains) report progress from models/ today; other recipes' loops do not yet."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import flows.cli
+from benchmarks.run_all import Benchmark, new_progress, run_all
+from tasks.progress import reporter
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+BAR = "━"
+
+
+def _terminal() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=True, width=120), buffer
+
+
+def _counts(rendered: str, label: str) -> list[tuple[int, int]]:
+    """Every `done/total` the bar labelled `label` showed, in order."""
+    text = ANSI.sub("", rendered)
+    return [(int(d), int(t)) for d, t in re.findall(rf"{re.escape(label)} .*?(\d+)/(\d+)", text)]
+
+
+def test_the_cli_sink_draws_each_label_to_its_total_and_nothing_outside_it(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    console, buffer = _terminal()
+    monkeypatch.setattr(flows.cli, "console", console)
+    assert reporter("before") is None  # no sink: loops get no callback and print nothing
+    with flows.cli._rich_progress():
+        for label, total in (("training pnsgd", 50), ("unlearning: pnsgd", 3)):
+            update = reporter(label)
+            assert update is not None
+            for done in range(1, total + 1):
+                update(done, total)
+    assert reporter("after") is None
+    assert _counts(buffer.getvalue(), "training pnsgd")[-1] == (50, 50)
+    assert _counts(buffer.getvalue(), "unlearning: pnsgd")[-1] == (3, 3)
+
+
+def test_the_training_task_drives_the_cli_bar_to_its_total(monkeypatch: pytest.MonkeyPatch):
+    from models.datasets import load_dataset
+    from tasks.training import train
+
+    console, buffer = _terminal()
+    monkeypatch.setattr(flows.cli, "console", console)
+    with flows.cli._rich_progress():  # what `forgetflow train` wraps around train_flow
+        run = train.fn(load_dataset("breast_cancer"), recipe="pnsgd", seed=0)
+    counts = _counts(buffer.getvalue(), "training pnsgd")
+    assert counts, ANSI.sub("", buffer.getvalue())[-2000:]
+    assert (
+        counts[-1] == (run.model.recipe["epochs"], run.model.recipe["epochs"])
+        and run.model.recipe["epochs"] > 1
+    )
+
+
+def test_off_a_terminal_the_cli_sink_prints_nothing(monkeypatch: pytest.MonkeyPatch):
+    buffer = io.StringIO()
+    monkeypatch.setattr(flows.cli, "console", Console(file=buffer))  # a pipe or a log file
+    with flows.cli._rich_progress():
+        update = reporter("training pnsgd")
+        for done in range(1, 11):
+            update(done, 10)
+    assert buffer.getvalue() == ""
+
+
+@pytest.mark.usefixtures("prefect_harness", "home")
+def test_training_without_the_sink_prints_no_progress(capfd: pytest.CaptureFixture[str]):
+    from flows.train import train_flow
+
+    summary = train_flow(
+        dataset="digits", recipe="pnsgd", name="quiet", seed=0, overrides={"epochs": 5}
+    )
+    assert summary["version"] == 1
+    captured = capfd.readouterr()
+    for text in (captured.out, captured.err):
+        assert BAR not in text and "training pnsgd" not in text and "5/5" not in text
+
+
+FAKE_BENCHMARK = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from benchmarks._progress import track
+
+    for shard in track(range(3), description="outer loop"):
+        for step in track(range(4), description=f"inner loop {shard}"):
+            pass
+    mode = os.environ["FAKE_MODE"]
+    if mode == "fail":
+        sys.exit(3)
+    if mode == "ok":
+        Path(os.environ["FAKE_RESULTS"]).write_text("# results")
+    print("benchmark output goes to the log")
+    """
+)
+
+
+def test_run_all_runs_each_benchmark_and_follows_its_loops(tmp_path: Path):
+    (tmp_path / "fake_bench.py").write_text(FAKE_BENCHMARK)
+    results = tmp_path / "fake_bench.md"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    progress = new_progress(Console(file=io.StringIO()))
+    benches = [Benchmark(name=n, module="fake_bench", results=results) for n in ("a", "b", "c")]
+    outcomes = []
+    with progress:
+        for bench, mode in zip(benches, ("ok", "fail", "silent"), strict=True):
+            outcomes += run_all(
+                [bench],
+                progress=progress,
+                log_dir=tmp_path / "logs",
+                env={**env, "FAKE_MODE": mode, "FAKE_RESULTS": str(results)},
+            )
+    ok, failed, silent = outcomes
+    assert (ok.ok, ok.returncode, ok.results_written) == (True, 0, True)
+    assert (failed.ok, failed.returncode) == (False, 3)
+    assert (silent.ok, silent.returncode, silent.results_written) == (False, 0, False)
+    assert "benchmark output goes to the log" in ok.log.read_text()
+    bars = {t.description: (t.completed, t.total) for t in progress.tasks}
+    assert bars["benchmarks"] == (1, 1)
+    assert bars["  outer loop"] == (3, 3)
+    assert bars["  inner loop 2"] == (4, 4)
+    assert sum(d == "  outer loop" for d in (t.description for t in progress.tasks)) == 3
