@@ -5,10 +5,10 @@ Why not the training run's rate: training records learning events (a probability
 ~+65% per grad-eval for PNSGD on digits) and runs first in its process, so priced at that rate a
 PNSGD fine-tune or a noiseless retrain was predicted 2-2.5x too slow (benchmarks/cost_model.md).
 A micro-run executes the very function the path runs (`run_pnsgd`, `retrain_pnsgd`, SISA's shard
-trainer, PCMU's full-batch step, MLP training, RUM's fine-tune + NegGrad+) with the model's own
-recipe on a random subset of the retained rows; only epochs (mini-batch recipes) or steps
-(full-batch PCMU, which keeps every row because its per-row cost depends on n) are cut. The
-result is thrown away; only its cost is kept.
+trainer, a PCMU full-batch step on the whole model or on one shard, MLP training, RUM's fine-tune
+and NegGrad+) with the model's own recipe on a random subset of the retained rows; only epochs
+(mini-batch recipes) or steps (full-batch PCMU, which keeps all the rows it steps on because its
+per-row cost depends on n) are cut. The result is thrown away; only its cost is kept.
 """
 
 from __future__ import annotations
@@ -141,6 +141,20 @@ def _pcmu(model, x, y, rows, budget, seed, meter) -> None:
     train_pcmu(x[rows], y[rows], classes=model.classes, recipe=recipe, seed=seed, meter=meter)
 
 
+def _sharded_pcmu(model, x, y, rows, budget, seed, meter) -> None:
+    """PCMU in subject-disjoint shards (models/pcmu_sisa.py) unlearns and retrains by full-batch
+    steps on one shard's rows: one step on the largest live shard's retained rows."""
+    from models.pcmu import train_pcmu
+
+    state = model.sharded_pcmu_state()
+    allowed = np.zeros(len(y), dtype=bool)
+    allowed[rows] = True
+    shards = [state.shard_rows(s) for s in state.live_shards()]
+    shard = max((r[allowed[r]] for r in shards), key=len)
+    recipe = replace(state.recipe.pcmu, steps=1)
+    train_pcmu(x[shard], y[shard], classes=model.classes, recipe=recipe, seed=seed, meter=meter)
+
+
 def _mlp_recipe(model: ForgettableModel) -> Any:
     from models.mlp import MlpRecipe
 
@@ -212,6 +226,8 @@ MICRO_RUNS: dict[tuple[str, str], Step] = {
     ("sisa", "retrain"): _sisa,
     ("pcmu", "pcmu"): _pcmu,
     ("pcmu", "retrain"): _pcmu,
+    ("pcmu-sisa", "pcmu-sisa"): _sharded_pcmu,
+    ("pcmu-sisa", "retrain"): _sharded_pcmu,
     ("mlp", "retrain"): _mlp_retrain,
     ("mlp", "rum"): _rum,
 }

@@ -71,6 +71,12 @@ def test_train_then_forget_registers_certified_champion_v2(home: Path) -> None:
     assert cert.parent_certificate_sha256 == parent.sha256()
     assert stored.certificate_sha256_tag == cert.sha256()
     assert cert.method == "pnsgd" and cert.guarantee == "certified" and cert.model_version == 2
+    # Seconds calibration (issue 6): v1's ledger had no path rates, so planning micro-ran both
+    # paths; v2's ledger keeps those and the chosen path's own measured run.
+    with warehouse.connect(settings) as con:
+        rates = warehouse.latest_version(con, "digits-logreg")["ledger"]
+    assert set(rates["micro_run_rates_by_path"]) == {"pnsgd", "retrain"}
+    assert list(rates["own_run_rates_by_path"]) == ["pnsgd"]
     # 4 samples per subject, but only those in the training split are forgotten.
     with warehouse.connect(settings) as con:
         n_forget = con.execute(

@@ -342,6 +342,8 @@ MICRO_RUN_CASES = [
     ("sisa", {"epochs_per_slice": 1}, "retrain"),
     ("pcmu", {"steps": 5}, "pcmu"),
     ("pcmu", {"steps": 5}, "retrain"),
+    ("pcmu-sisa", {"steps": 5}, "pcmu-sisa"),
+    ("pcmu-sisa", {"steps": 5}, "retrain"),
     ("mlp", {"epochs": 1}, "retrain"),
     ("mlp", {"epochs": 1}, "rum"),
 ]
@@ -376,6 +378,10 @@ def test_each_micro_run_spends_its_share_and_never_touches_forgotten_or_forget_r
     available = len(y) - 9
     if recipe == "pcmu":  # one full-batch step on every retained row per repeat
         assert run.grad_evals == REPEATS * available
+    elif recipe == "pcmu-sisa":  # one full-batch step on the largest shard's retained rows
+        state = model.sharded_pcmu_state()
+        sizes = [np.setdiff1d(state.shard_rows(s), forget).size for s in state.live_shards()]
+        assert run.grad_evals == REPEATS * max(sizes)
     elif path == "rum":
         r = RumRecipe()
         k = minibatch_rows(
