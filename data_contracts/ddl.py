@@ -55,4 +55,21 @@ DDL = [
     """CREATE OR REPLACE VIEW quarantine AS
         SELECT file_digest, row_number, request_id, reason, updated_at FROM requests
         WHERE state = 'quarantined'""",
+    # Holdout and curvature proxies (algorithms.md sec. 3): NULL where they were not computed.
+    """ALTER TABLE memorization_features ADD COLUMN IF NOT EXISTS holdout DOUBLE""",
+    """ALTER TABLE memorization_features ADD COLUMN IF NOT EXISTS curvature DOUBLE""",
+    # Subset-model reference memorisation (Feldman & Zhang), cached per data + recipe + design:
+    # `reference_key` hashes the training arrays, the recipe and the subset design.
+    """CREATE TABLE IF NOT EXISTS reference_memorization (
+        reference_key VARCHAR NOT NULL, dataset VARCHAR NOT NULL, sample_id VARCHAR NOT NULL,
+        mem DOUBLE, soft_mem DOUBLE, runs INTEGER NOT NULL, subset_fraction DOUBLE NOT NULL,
+        balanced_out_per_row INTEGER, seed BIGINT NOT NULL, recipe_json VARCHAR NOT NULL,
+        grad_evals DOUBLE NOT NULL, seconds DOUBLE NOT NULL, computed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (reference_key, sample_id))""",
+    # Each subset model's p(true label) and correctness on every row it scored (training rows,
+    # member or not, and test rows): the shadow references of the RUM audit (models/audit.py).
+    """CREATE TABLE IF NOT EXISTS reference_predictions (
+        reference_key VARCHAR NOT NULL, run INTEGER NOT NULL, sample_id VARCHAR NOT NULL,
+        member BOOLEAN NOT NULL, p_true DOUBLE NOT NULL, correct BOOLEAN NOT NULL,
+        PRIMARY KEY (reference_key, run, sample_id))""",
 ]

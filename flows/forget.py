@@ -72,13 +72,22 @@ def forget_model(
                 "plan": plan.as_dict(),
             }
         failed: list[str] = []
+        attempts: list[dict[str, Any]] = []  # failed verifications, kept in the certificate
         while True:
             result = forgetting.unlearn(
                 ctx, plan=plan, seed=seed if seed is not None else secrets.randbits(62)
             )
-            evaluation = forgetting.evaluate(ctx, result=result, policy=policy)
+            evaluation = forgetting.evaluate(ctx, result=result, policy=policy, settings=settings)
             if evaluation["passed"]:
+                evaluation["failed_attempts"] = attempts
                 break
+            attempts.append(
+                {
+                    "path": plan.chosen.path,
+                    "reasons": evaluation["reasons"],
+                    "metrics": evaluation["metrics"],
+                }
+            )
             logger.warning(
                 "path %s failed verification (%s); falling back",
                 plan.chosen.path,

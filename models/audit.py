@@ -214,6 +214,71 @@ class ModelEval:
         return ModelEval(**{s: getattr(self, s).take(idx[s]) for s in SPLITS})
 
 
+def _nth_run(mask: np.ndarray, draw: int, what: str) -> np.ndarray:
+    # per column, the index of the draw-th run (in run order) where `mask` is True
+    ranks = np.cumsum(mask, axis=0)
+    hit = mask & (ranks == draw + 1)
+    if not np.all(hit.any(axis=0)):
+        short = int((~hit.any(axis=0)).sum())
+        raise ValueError(f"{short} rows have fewer than {draw + 1} {what} runs")
+    return hit.argmax(axis=0)
+
+
+def shadow_references(
+    *,
+    train_losses: np.ndarray,
+    train_correct: np.ndarray,
+    member_mask: np.ndarray,
+    test_losses: np.ndarray,
+    test_correct: np.ndarray,
+    forget_rows: np.ndarray,
+    retain_rows: np.ndarray,
+    heldout_rows: np.ndarray,
+    draws: int = 2,
+) -> list[ModelEval]:
+    """`draws` reference evaluations assembled from shadow models instead of retrains.
+
+    Shadow models (Shokri et al., arXiv 1610.05820; in/out models of Carlini et al., arXiv
+    2112.03570, sec. 4) trained on subsets of the training rows: reference d scores each forget row
+    with the d-th model that did NOT train on it (what a retrain without it predicts), each retain
+    row with the d-th model that did, and test / held-out rows with model d. Reference 0 is the
+    audit's reference, the others its twins for the noise floor. All inputs are (runs, rows)
+    arrays; `heldout_rows` index the test arrays. Trained once per dataset and recipe, they serve
+    every audit of every forget set; they are trained on a fraction of the rows, which the audit's
+    tolerances must absorb (measured in tests/test_rum.py)."""
+    member_mask = np.asarray(member_mask, dtype=bool)
+    if train_losses.shape != member_mask.shape or train_correct.shape != member_mask.shape:
+        raise ValueError("train_losses, train_correct and member_mask must be (runs, n) arrays")
+    if test_losses.shape != test_correct.shape or test_losses.shape[0] != member_mask.shape[0]:
+        raise ValueError("test_losses and test_correct must be (runs, n_test) arrays")
+    if not 1 <= draws <= member_mask.shape[0]:
+        raise ValueError(f"draws must be in [1, runs={member_mask.shape[0]}], got {draws}")
+    forget_rows, retain_rows = np.asarray(forget_rows), np.asarray(retain_rows)
+    heldout_rows = np.asarray(heldout_rows)
+    test_all = np.arange(test_losses.shape[1])
+    out = []
+    for d in range(draws):
+        f_run = _nth_run(~member_mask[:, forget_rows], d, "non-member")
+        r_run = _nth_run(member_mask[:, retain_rows], d, "member")
+
+        def pick(losses, correct, runs, rows):
+            return SplitEval(
+                np.asarray(losses[runs, rows], dtype=np.float64), correct[runs, rows].astype(bool)
+            )
+
+        out.append(
+            ModelEval(
+                forget=pick(train_losses, train_correct, f_run, forget_rows),
+                retain=pick(train_losses, train_correct, r_run, retain_rows),
+                test=pick(test_losses, test_correct, np.full(test_all.size, d), test_all),
+                heldout=pick(
+                    test_losses, test_correct, np.full(heldout_rows.size, d), heldout_rows
+                ),
+            )
+        )
+    return out
+
+
 def _tow_of(candidate: ModelEval, reference: ModelEval) -> float:
     return tow(
         forget_acc=candidate.forget.accuracy,

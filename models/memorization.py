@@ -200,6 +200,11 @@ class ReferenceMemorisation:
     member_mask: np.ndarray  # (runs, n) bool: row i was in run k's training subset
     grad_evals: float
     seconds: float
+    ensemble: MlpEnsemble | None = None  # the `runs` subset models, to score other rows with
+
+    def out_runs(self) -> np.ndarray:
+        """Per row, how many runs did not train on it (the non-member references it has)."""
+        return (~self.member_mask).sum(axis=0)
 
     @property
     def runs(self) -> int:
@@ -235,6 +240,32 @@ class ReferenceMemorisation:
         return rho, 2 * rho / (1 + rho) if rho > -1 else float("nan")
 
 
+def balanced_member_rows(n: int, *, runs: int, out_per_row: int, seed: int) -> np.ndarray:
+    """(runs, m) training rows per run such that every row is left out of exactly `out_per_row`
+    runs: rows are dealt into `runs` random folds and run k leaves out folds k .. k+out_per_row-1
+    (mod runs), so each run trains on a fraction 1 - out_per_row/runs of the rows.
+
+    Random subsets leave a row out of Binomial(runs, 0.3) runs, i.e. of none for 0.7^runs of the
+    rows at small `runs`; the audit needs at least two non-member models for every row (one
+    reference, one twin for the noise floor), which this design guarantees with few runs (the
+    balanced in/out split of shadow models, Carlini et al., arXiv 2112.03570, sec. 4)."""
+    if not 1 <= out_per_row < runs:
+        raise ValueError(f"out_per_row must be in [1, runs={runs}), got {out_per_row}")
+    if n < runs:
+        raise ValueError(f"need at least runs={runs} rows, got n={n}")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(n, dtype=np.int64)
+    fold[rng.permutation(n)] = np.arange(n) % runs
+    rows = []
+    for k in range(runs):
+        left_out = (np.arange(out_per_row) + k) % runs
+        rows.append(np.flatnonzero(~np.isin(fold, left_out)))
+    # folds differ by at most one row, so runs differ by at most out_per_row rows: pad the shorter
+    # runs with repeats of their own rows so they stack, keeping every row's in/out count exact
+    m = max(len(r) for r in rows)
+    return np.stack([np.r_[r, rng.choice(r, m - len(r), replace=False)] for r in rows])
+
+
 def subset_memorisation(
     x: np.ndarray,
     y: np.ndarray,
@@ -244,23 +275,35 @@ def subset_memorisation(
     runs: int,
     subset_fraction: float = 0.7,
     seed: int,
+    balanced_out_per_row: int | None = None,
     meter: CostMeter | None = None,
 ) -> ReferenceMemorisation:
     """Reference memorisation of every row: `runs` models, each trained on a random subset.
 
     Feldman & Zhang, arXiv 2008.03703 sec. 2; RUM (arXiv 2406.01257 sec. 3) uses 70% subsets.
-    All runs train together as one stacked ensemble (models/mlp.py); cost = runs * epochs *
-    subset size grad-evals, plus `runs` forward passes over x to score correctness."""
+    With `balanced_out_per_row` the subsets come from balanced_member_rows instead (fraction
+    1 - balanced_out_per_row/runs; `subset_fraction` is ignored). All runs train together as one
+    stacked ensemble (models/mlp.py); cost = runs * epochs * subset size grad-evals, plus `runs`
+    forward passes over x to score correctness."""
     if runs < 2:
         raise ValueError(f"runs must be >= 2, got {runs}")
-    if not 0 < subset_fraction < 1:
-        raise ValueError(f"subset_fraction must be in (0, 1), got {subset_fraction}")
     n = len(y)
-    size = round(subset_fraction * n)
-    if not 0 < size < n:
-        raise ValueError(f"subset_fraction {subset_fraction} leaves no in- or out-rows for n={n}")
-    rng = np.random.default_rng(seed)
-    member_rows = np.stack([np.sort(rng.choice(n, size=size, replace=False)) for _ in range(runs)])
+    if balanced_out_per_row is not None:
+        member_rows = balanced_member_rows(
+            n, runs=runs, out_per_row=balanced_out_per_row, seed=seed
+        )
+    else:
+        if not 0 < subset_fraction < 1:
+            raise ValueError(f"subset_fraction must be in (0, 1), got {subset_fraction}")
+        size = round(subset_fraction * n)
+        if not 0 < size < n:
+            raise ValueError(
+                f"subset_fraction {subset_fraction} leaves no in- or out-rows for n={n}"
+            )
+        rng = np.random.default_rng(seed)
+        member_rows = np.stack(
+            [np.sort(rng.choice(n, size=size, replace=False)) for _ in range(runs)]
+        )
     member_mask = np.zeros((runs, n), dtype=bool)
     np.put_along_axis(member_mask, member_rows, True, axis=1)
     ensemble = MlpEnsemble(
@@ -282,6 +325,7 @@ def subset_memorisation(
         member_mask=member_mask,
         grad_evals=own.grad_evals,
         seconds=own.seconds,
+        ensemble=ensemble,
     )
 
 

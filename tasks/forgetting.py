@@ -20,7 +20,7 @@ from models.evaluation import accuracy, loss_mia_auc, per_sample_loss
 from models.forgettable import ForgettableModel
 from models.planner import ModelLedger, Plan, choose, enumerate_candidates
 from models.unlearning import Unlearned, execute
-from tasks import ledger, publishing, registry, warehouse
+from tasks import features, ledger, publishing, registry, verification, warehouse
 from tasks.ingest import FileOutcome, inbox_files, ingest_file
 from tasks.progress import reporter
 
@@ -125,6 +125,7 @@ class Context:
     forget_rows: np.ndarray  # positions in the training split
     profile: dict[str, int] = field(default_factory=dict)
     confidence: np.ndarray | None = None  # C-proxy per training row, recorded at training
+    proxy_version: int | None = None  # the version whose stored proxies `confidence` comes from
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
@@ -134,14 +135,20 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         info = warehouse.model_row(con, claim.model_name)
         latest = warehouse.latest_version(con, claim.model_name)
         dataset = load_dataset(info["dataset"])
+        # The proxies of the version being unlearned (carried forward along its lineage), or of
+        # the newest earlier version that recorded any (a retrain records none of its own).
+        proxy_version = features.proxy_version(con, claim.model_name, latest["version"])
         profile = warehouse.memorization_profile(
-            con, model_name=claim.model_name, model_version=1, sample_ids=claim.sample_ids
+            con,
+            model_name=claim.model_name,
+            model_version=proxy_version or 0,
+            sample_ids=claim.sample_ids,
         )
         train_ids = dataset.sample_ids[dataset.train_rows()].tolist()
         confidence = warehouse.proxy_column(
             con,
             model_name=claim.model_name,
-            model_version=1,
+            model_version=proxy_version or 0,
             proxy="confidence",
             sample_ids=train_ids,
         )
@@ -169,6 +176,7 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         forget_rows=rows,
         profile=profile,
         confidence=confidence,
+        proxy_version=proxy_version,
     )
 
 
@@ -205,8 +213,13 @@ def unlearn(ctx: Context, *, plan: Plan, seed: int) -> Unlearned:
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate(ctx: Context, *, result: Unlearned, policy: Policy) -> dict[str, Any]:
-    """Test accuracy before/after and loss-MIA AUC of forgotten vs test samples; the pass gate."""
+def evaluate(
+    ctx: Context, *, result: Unlearned, policy: Policy, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Test accuracy before/after and loss-MIA AUC of forgotten vs test samples; the pass gate.
+
+    A RUM result (uncertified) must also pass the full audit (tasks.verification.audit_rum)
+    against shadow references, cached in the warehouse of `settings`."""
     ds = ctx.dataset
     test, train = ds.test_rows(), ds.train_rows()
     forget = train[ctx.forget_rows]
@@ -232,7 +245,24 @@ def evaluate(ctx: Context, *, result: Unlearned, policy: Policy) -> dict[str, An
         reasons.append(f"test accuracy dropped {drop:.3f} > {policy.max_accuracy_drop}")
     if result.guarantee == "audited" and metrics["mia_auc_after"] > policy.max_mia_auc:
         reasons.append(f"MIA AUC {metrics['mia_auc_after']:.3f} > {policy.max_mia_auc}")
-    return {"metrics": metrics, "passed": not reasons, "reasons": reasons}
+    evaluation: dict[str, Any] = {"metrics": metrics, "tags": {}}
+    if result.method == "rum":
+        audit = verification.audit_rum(
+            settings or Settings(),
+            dataset=ds,
+            forget_rows=ctx.forget_rows,
+            model=result.model,
+        )
+        evaluation["audit"] = audit
+        metrics.update({f"audit.{k}": float(v) for k, v in audit["metrics"].items()})
+        metrics["audit.reference_grad_evals_this_run"] = audit["references"]["grad_evals_this_run"]
+        evaluation["tags"] = {
+            "audit_passed": str(audit["passed"]).lower(),
+            "audit_reference_key": audit["references"]["reference_key"][:16],
+        }
+        reasons += [f"audit: {r}" for r in audit["reasons"]]
+    evaluation.update(passed=not reasons, reasons=reasons)
+    return evaluation
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
@@ -297,6 +327,9 @@ def publish_and_finalize(
             "passed": evaluation["passed"],
             "reasons": evaluation["reasons"],
             "memorisation_profile": ctx.profile,
+            "proxies_from_version": ctx.proxy_version,
+            **({"rum_audit": evaluation["audit"]} if "audit" in evaluation else {}),
+            "failed_attempts": evaluation.get("failed_attempts", []),
         },
         code_version=publishing.code_version(),
     )
@@ -305,6 +338,7 @@ def publish_and_finalize(
         "request_merkle_root": certificate.request_merkle_root or "",
         "parent_version": str(ctx.parent_version),
         **search_tags(claim),
+        **evaluation.get("tags", {}),
     }
     with tempfile.TemporaryDirectory() as tmp:
         plots = _plots(ctx, plan, Path(tmp))
@@ -324,6 +358,15 @@ def publish_and_finalize(
         f"models:/{ctx.model_name}/{published} -> plots/{p.name}" for p in plots.values()
     ]
     with warehouse.connect(settings) as con:
+        if result.method != "retrain" and ctx.proxy_version is not None:
+            # same training lineage: its learning events still describe the remaining rows
+            features.carry_forward(
+                con,
+                model_name=ctx.model_name,
+                from_version=ctx.proxy_version,
+                to_version=published,
+                forgotten_ids=forgotten_ids,
+            )
         ledger.finalize_run(
             con,
             claim=claim,

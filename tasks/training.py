@@ -13,6 +13,8 @@ from data_contracts.settings import Settings
 from models.datasets import Dataset, load_dataset
 from models.evaluation import accuracy
 from models.learning_events import HIGH_MEMORISATION_WHEN
+from models.memorization import ProxyScores, curvature_proxy, holdout_retraining_proxy
+from models.mlp import MlpRecipe
 from models.planner import ModelLedger
 from models.training import TrainingRun, train_model
 from tasks import publishing, warehouse
@@ -44,23 +46,84 @@ def train(
     )
 
 
+# Holdout and curvature proxies cost ~6-7% of a training run each (benchmarks/results/
+# memorization_proxies.md) and are computed at training time only up to this many rows.
+EXTRA_PROXIES_MAX_ROWS = 50_000
+HOLDOUT_FINETUNE_EPOCHS = 5
+
+
+def extra_proxies(dataset: Dataset, run: TrainingRun, *, seed: int) -> dict[str, ProxyScores]:
+    """Holdout-retraining and (final-model) curvature proxies of an MLP's training rows.
+
+    Holdout: a copy fine-tuned for HOLDOUT_FINETUNE_EPOCHS on the test split (Carlini et al.,
+    arXiv 1910.13427 sec. 2); curvature: one Rademacher probe on the final model (Garg, Roy et
+    al., arXiv 2307.05831 sec. 3). Both in models/memorization.py."""
+    net = run.model.mlp_state()
+    train, test = dataset.train_rows(), dataset.test_rows()
+    x, y = dataset.features[train], dataset.labels[train]
+    recipe = run.model.recipe
+    finetune = MlpRecipe(
+        epochs=HOLDOUT_FINETUNE_EPOCHS, batch_size=recipe["batch_size"], lr=recipe["lr"]
+    )
+    return {
+        "holdout": holdout_retraining_proxy(
+            net,
+            x,
+            y,
+            x_holdout=dataset.features[test],
+            y_holdout=dataset.labels[test],
+            recipe=finetune,
+            seed=seed,
+        ),
+        "curvature": curvature_proxy([net], x, y, seed=seed + 1),
+    }
+
+
 @task(cache_policy=NO_CACHE)
 def store_proxies(
-    settings: Settings, *, model_name: str, version: int, dataset: Dataset, run: TrainingRun
-) -> int:
-    """Learning-event proxies of every training sample into the DuckDB feature table."""
-    means = run.events.means()
+    settings: Settings,
+    *,
+    model_name: str,
+    version: int,
+    dataset: Dataset,
+    run: TrainingRun,
+    extra: bool | None = None,
+) -> dict[str, Any]:
+    """Proxies of every training sample into the DuckDB feature table (one Arrow batch).
+
+    Learning events always; holdout and curvature when `extra` (default: MLPs with at most
+    EXTRA_PROXIES_MAX_ROWS training rows; their columns stay NULL otherwise)."""
+    proxies = run.events.means()
+    directions: dict[str, str] = dict(HIGH_MEMORISATION_WHEN)
     ids = dataset.sample_ids[dataset.train_rows()].tolist()
+    if extra is None:
+        extra = run.model.recipe_name == "mlp" and len(ids) <= EXTRA_PROXIES_MAX_ROWS
+    if extra and run.model.recipe_name != "mlp":
+        raise ValueError("holdout and curvature proxies are implemented for the mlp recipe only")
+    cost = {"grad_evals": 0.0, "seconds": 0.0}
+    if extra:
+        for name, p in extra_proxies(dataset, run, seed=run.model.seed).items():
+            proxies[name] = p.scores
+            directions[name] = p.high_memorisation_when
+            cost["grad_evals"] += p.grad_evals
+            cost["seconds"] += p.seconds
     with warehouse.connect(settings) as con:
-        return warehouse.write_features(
+        rows = warehouse.write_features(
             con,
             model_name=model_name,
             model_version=version,
             sample_ids=ids,
-            proxies=means,
+            proxies=proxies,
             visits=run.events.counts.numpy(),
-            directions=HIGH_MEMORISATION_WHEN,
+            directions=directions,
         )
+    return {
+        "rows": rows,
+        "proxies": sorted(proxies),
+        "extra_grad_evals": cost["grad_evals"],
+        "extra_seconds": cost["seconds"],
+        "extra_fraction_of_training": cost["grad_evals"] / max(run.cost.grad_evals, 1.0),
+    }
 
 
 @task(cache_policy=NO_CACHE)

@@ -1,0 +1,177 @@
+"""RUM through real flow runs: the full audit decides acceptance, proxies follow the version.
+
+Real Prefect flow runs, MLflow SQLite, DuckDB and torch on digits with the `mlp` recipe under an
+`audited` policy (tests/conftest.py harness)."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_contracts.manifest import MANIFEST_SCHEMA
+from data_contracts.policy import Policy
+from data_contracts.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+MODEL = "digits-mlp"
+AUDITED = Policy(guarantee="audited")
+AUDIT_STATISTICS = (
+    "forget_acc_gap",
+    "retain_acc_gap",
+    "test_acc_gap",
+    "tow_loss",
+    "mia_auc_gap",
+    "ks_forget",
+)
+
+
+def _deliver(settings: Settings, name: str, subjects: list[str]) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "request_id": f"{name}-{i}",
+            "subject_id": s,
+            "requested_at": now - timedelta(days=1),
+            "legal_basis": "gdpr-art17",
+            "model_name": MODEL,
+            "deadline": None,
+            "sample_ids": None,
+        }
+        for i, s in enumerate(subjects)
+    ]
+    settings.inbox.mkdir(parents=True, exist_ok=True)
+    tmp = settings.inbox / f"{name}.parquet.tmp"
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp)
+    tmp.rename(settings.inbox / f"{name}.parquet")
+
+
+def _trained() -> Settings:
+    from flows.train import train_flow
+
+    train_flow(dataset="digits", recipe="mlp", name=MODEL, seed=0)
+    return Settings()
+
+
+def _features(settings: Settings, version: int) -> dict[str, tuple]:
+    from tasks import warehouse
+
+    with warehouse.connect(settings) as con:
+        rows = con.execute(
+            "SELECT sample_id, confidence, holdout, curvature FROM memorization_features "
+            "WHERE model_name = ? AND model_version = ?",
+            [MODEL, version],
+        ).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def _train_subjects(settings: Settings, subjects: list[str]) -> list[str]:
+    from tasks import warehouse
+
+    with warehouse.connect(settings) as con:
+        rows = con.execute(
+            "SELECT sample_id FROM training_index WHERE dataset = 'digits' AND split = 'train' "
+            "AND subject_id IN (SELECT unnest(?))",
+            [subjects],
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> None:
+    from flows.forget import forget_flow
+    from tasks import registry, warehouse
+
+    settings = _trained()
+    v1 = _features(settings, 1)
+    assert len(v1) == 1437
+    assert all(c is not None and h is not None and k is not None for c, h, k in v1.values())
+
+    _deliver(settings, "day1", ["subject-3", "subject-17", "subject-42"])
+    (first,) = forget_flow(seed=0, model_name=MODEL, policy=AUDITED)["models"]
+    cert = registry.load_version(settings, MODEL, 2).certificate
+    rum_audit = cert.audit.get("rum_audit") or cert.audit["failed_attempts"][0]
+    if first["method"] == "rum":
+        audit = cert.audit["rum_audit"]
+        assert audit["passed"] and cert.guarantee == "audited" and cert.audit["passed"]
+        for name in AUDIT_STATISTICS:  # every statistic was held to its noise-floor threshold
+            assert audit["metrics"][name] <= audit["thresholds"][name]
+            assert f"{name}_floor" in audit["metrics"]
+        assert {"tow", "mia_auc", "mia_auc_reference", "ks_forget_pvalue"} <= set(audit["metrics"])
+        refs = audit["references"]
+        assert refs["cached"] is False and refs["runs"] == 4 and refs["subset_fraction"] == 0.5
+        assert refs["one_off_fraction_of_training"] == pytest.approx(2.0, rel=0.05)  # + scoring
+        assert audit["sizes"]["forget"] == cert.forget_set_size
+        version = registry.client(settings).get_model_version(MODEL, "2")
+        assert version.tags["audit_passed"] == "true"
+        run = registry.client(settings).get_run(version.run_id)
+        assert {"audit.mia_auc", "audit.tow", "audit.ks_forget"} <= set(run.data.metrics)
+    else:  # the audit failed: the certificate says why and the fallback is exact
+        assert first["method"] == "retrain" and "rum" in first["failed_paths"]
+        assert any(r.startswith("audit: ") for r in rum_audit["reasons"])
+    assert cert.audit["proxies_from_version"] == 1
+
+    # proxies of the version being unlearned: v2 carries v1's for the remaining rows (RUM keeps
+    # the lineage) or records none (a retrain), and the next run reads the right version
+    forgotten = set(_train_subjects(settings, ["subject-3", "subject-17", "subject-42"]))
+    v2 = _features(settings, 2)
+    if first["method"] == "rum":
+        assert set(v2) == set(v1) - forgotten
+        assert all(v2[s] == v1[s] for s in v2)
+    else:
+        assert v2 == {}
+    _deliver(settings, "day2", ["subject-101", "subject-7"])
+    (second,) = forget_flow(seed=1, model_name=MODEL, policy=AUDITED)["models"]
+    cert3 = registry.load_version(settings, MODEL, 3).certificate
+    assert cert3.audit["proxies_from_version"] == (2 if first["method"] == "rum" else 1)
+    if second["method"] == "rum" or "rum" in second["failed_paths"]:
+        audit = cert3.audit.get("rum_audit") or cert3.audit["failed_attempts"][0]
+        if "references" in audit:
+            assert audit["references"]["cached"] is True  # shadow models trained once
+            assert audit["references"]["grad_evals_this_run"] == 0.0
+    with warehouse.connect(settings) as con:
+        (keys,) = con.execute(
+            "SELECT count(DISTINCT reference_key) FROM reference_memorization"
+        ).fetchall()[0:1]
+    assert keys == (1,)
+
+
+def test_a_rum_that_does_not_unlearn_fails_its_audit_and_falls_back_to_retrain(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negative control: RUM with zero fine-tune and NegGrad+ epochs returns the parent unchanged.
+    On the most memorised subjects (lowest confidence proxy) the audit must catch it."""
+    from flows.forget import forget_flow
+    from models import rum
+    from tasks import registry, warehouse
+
+    settings = _trained()
+    with warehouse.connect(settings) as con:
+        rows = con.execute(
+            """SELECT t.subject_id FROM memorization_features f JOIN training_index t
+                 ON t.sample_id = f.sample_id AND t.dataset = 'digits'
+               WHERE f.model_name = ? AND f.model_version = 1
+               ORDER BY f.confidence LIMIT 12""",
+            [MODEL],
+        ).fetchall()
+    subjects = list(dict.fromkeys(r[0] for r in rows))
+    monkeypatch.setattr(
+        rum, "RumRecipe", functools.partial(rum.RumRecipe, finetune_epochs=0, neggrad_epochs=0)
+    )
+    _deliver(settings, "day1", subjects)
+    (model,) = forget_flow(seed=0, model_name=MODEL, policy=AUDITED)["models"]
+
+    assert model["failed_paths"] == ["rum"] and model["method"] == "retrain"
+    cert = registry.load_version(settings, MODEL, 2).certificate
+    assert cert.guarantee == "exact" and cert.lineage == "plain"
+    (attempt,) = cert.audit["failed_attempts"]
+    assert attempt["path"] == "rum"
+    failed = {r.split(" ")[1] for r in attempt["reasons"] if r.startswith("audit: ")}
+    assert failed & {"forget_acc_gap", "mia_auc_gap", "ks_forget"}, attempt["reasons"]
+    assert attempt["metrics"]["audit.forget_acc"] == 1.0  # the parent still fits them all
+    assert np.isfinite(attempt["metrics"]["audit.ks_forget_floor"])
