@@ -435,3 +435,74 @@ def audit_unlearned(
                 f"epsilon_lower_bound = {eps_lb:.3f} exceeds the claimed epsilon {claimed_epsilon}"
             )
     return AuditResult(passed=not reasons, metrics=metrics, thresholds=thresholds, reasons=reasons)
+
+
+@dataclass(frozen=True)
+class CanaryWorld:
+    """A training set with canaries in its forget set, and non-members drawn the same way.
+
+    Forget set = `canaries` mislabelled training rows + `clean` untouched ones; held-out
+    non-members = as many test rows, the same number of them mislabelled the same way, so a
+    model that never saw the forget set scores forget and held-out rows alike (MIA AUC ~ 0.5)."""
+
+    x: np.ndarray  # training features
+    y: np.ndarray  # training labels, canary rows mislabelled
+    x_test: np.ndarray
+    y_test: np.ndarray  # clean test labels
+    forget: np.ndarray  # training positions, sorted
+    retain: np.ndarray  # the other training positions
+    canaries: np.ndarray  # training positions of the canaries (a subset of forget), sorted
+    heldout: np.ndarray  # test positions of the non-members
+    y_heldout: np.ndarray  # their labels, mislabelled like the canaries
+
+    def evaluate(self, predict_proba: Callable[[np.ndarray], np.ndarray]) -> ModelEval:
+        """One model on the audit splits; `predict_proba` maps features to (n, classes) probs."""
+
+        def split(xs: np.ndarray, ys: np.ndarray) -> SplitEval:
+            return SplitEval.from_probs(predict_proba(xs), ys)
+
+        return ModelEval(
+            forget=split(self.x[self.forget], self.y[self.forget]),
+            retain=split(self.x[self.retain], self.y[self.retain]),
+            test=split(self.x_test, self.y_test),
+            heldout=split(self.x_test[self.heldout], self.y_heldout),
+        )
+
+
+def canary_world(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    classes: int,
+    canaries: int,
+    clean: int = 0,
+    seed: int,
+) -> CanaryWorld:
+    """Inject `canaries` canaries (inject_canaries) and draw a forget set and matched non-members."""
+    if canaries < 1 or clean < 0 or canaries + clean > min(len(y), len(y_test)):
+        raise ValueError(
+            f"need 1 <= canaries and 0 <= clean with canaries + clean <= {min(len(y), len(y_test))}"
+            f", got canaries={canaries}, clean={clean}"
+        )
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(y))
+    canary_rows = np.sort(perm[:canaries])
+    forget = np.sort(perm[: canaries + clean])
+    test_perm = rng.permutation(len(y_test))
+    heldout = test_perm[: canaries + clean]
+    y_test_canaries = inject_canaries(
+        y_test, rows=test_perm[:canaries], classes=classes, seed=seed + 1
+    )
+    return CanaryWorld(
+        x=x,
+        y=inject_canaries(y, rows=canary_rows, classes=classes, seed=seed),
+        x_test=x_test,
+        y_test=y_test,
+        forget=forget,
+        retain=np.setdiff1d(np.arange(len(y)), forget),
+        canaries=canary_rows,
+        heldout=heldout,
+        y_heldout=y_test_canaries[heldout],
+    )

@@ -15,6 +15,7 @@ from models.audit import (
     ModelEval,
     SplitEval,
     audit_unlearned,
+    canary_world,
     empirical_epsilon_lower_bound,
     inject_canaries,
     ks_loss_test,
@@ -35,28 +36,22 @@ def world():
     """Digits with 40 training canaries (the forget set) and 40 held-out canaries (non-members)."""
     ds = load_digits_dataset()
     tr, te = ds.train_rows(), ds.test_rows()
-    x, y, xt, yt = ds.features[tr], ds.labels[tr], ds.features[te], ds.labels[te]
-    rng = np.random.default_rng(11)
-    forget = np.sort(rng.choice(len(y), CANARIES, replace=False))
-    y_train = inject_canaries(y, rows=forget, classes=10, seed=1)
-    heldout = np.sort(rng.choice(len(yt), CANARIES, replace=False))
-    y_heldout = inject_canaries(yt, rows=heldout, classes=10, seed=2)[heldout]
-    retain = np.setdiff1d(np.arange(len(y)), forget)
+    w = canary_world(
+        ds.features[tr],
+        ds.labels[tr],
+        ds.features[te],
+        ds.labels[te],
+        classes=10,
+        canaries=CANARIES,
+        seed=11,
+    )
 
     def evaluate(model) -> ModelEval:
-        def split(xs, ys):
-            return SplitEval.from_probs(predict_proba(model, xs), ys)
+        return w.evaluate(lambda xs: predict_proba(model, xs))
 
-        return ModelEval(
-            forget=split(x[forget], y_train[forget]),
-            retain=split(x[retain], y_train[retain]),
-            test=split(xt, yt),
-            heldout=split(xt[heldout], y_heldout),
-        )
-
-    original = train_mlp(x, y_train, classes=10, recipe=RECIPE, seed=100)
+    original = train_mlp(w.x, w.y, classes=10, recipe=RECIPE, seed=100)
     retrains = [
-        train_mlp(x[retain], y_train[retain], classes=10, recipe=RECIPE, seed=s) for s in range(3)
+        train_mlp(w.x[w.retain], w.y[w.retain], classes=10, recipe=RECIPE, seed=s) for s in range(3)
     ]
     return {
         "original": evaluate(original),
