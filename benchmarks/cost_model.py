@@ -28,7 +28,7 @@ from models.training import train_model
 from models.unlearning import execute
 
 OUT = Path(__file__).parent / "results" / "cost_model.md"
-RECIPES = {"pnsgd": None, "sisa": None, "pcmu": {"steps": 100}, "mlp": None}
+RECIPES = {"pnsgd": None, "sisa": None, "pcmu": {"steps": 100}, "pcmu-sisa": None, "mlp": None}
 LOW, HIGH = 1 / 1.5, 1.5
 
 

@@ -143,14 +143,15 @@ def _pcmu(model, x, y, rows, budget, seed, meter) -> None:
 
 def _sharded_pcmu(model, x, y, rows, budget, seed, meter) -> None:
     """PCMU in subject-disjoint shards (models/pcmu_sisa.py) unlearns and retrains by full-batch
-    steps on one shard's rows: one step on the largest live shard's retained rows."""
+    steps on one shard's rows: one step on the rows of the median-sized live shard (per-step
+    overhead dominates a shard of ~45 rows, so the shard size sets the per-row rate)."""
     from models.pcmu import train_pcmu
 
     state = model.sharded_pcmu_state()
     allowed = np.zeros(len(y), dtype=bool)
     allowed[rows] = True
     shards = [state.shard_rows(s) for s in state.live_shards()]
-    shard = max((r[allowed[r]] for r in shards), key=len)
+    shard = sorted((r[allowed[r]] for r in shards), key=len)[len(shards) // 2]
     recipe = replace(state.recipe.pcmu, steps=1)
     train_pcmu(x[shard], y[shard], classes=model.classes, recipe=recipe, seed=seed, meter=meter)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -16,7 +16,8 @@ class CostMeter:
 
     grad_evals: float = 0.0
     seconds: float = 0.0
-    _started: float | None = field(default=None, repr=False)
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
+    _open_timings: int = field(default=0, repr=False, compare=False)
 
     def add_gradients(self, examples: int) -> None:
         self.grad_evals += float(examples)
@@ -26,11 +27,18 @@ class CostMeter:
 
     @contextmanager
     def timing(self) -> Iterator[CostMeter]:
-        start = time.perf_counter()
+        """Add the block's wall seconds. Re-entrant: a timing() nested in another of the same meter
+        adds nothing, since the outer block already covers it (a path that times its loop and hands
+        the meter to a helper that times itself was counted twice: PCMU-in-shards measured 2x)."""
+        outermost = self._open_timings == 0
+        start = self.clock() if outermost else 0.0
+        self._open_timings += 1
         try:
             yield self
         finally:
-            self.seconds += time.perf_counter() - start
+            self._open_timings -= 1
+            if outermost:
+                self.seconds += self.clock() - start
 
     def as_dict(self) -> dict[str, float]:
         return {"grad_evals": self.grad_evals, "seconds": self.seconds}
