@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from models.audit import shadow_references
 from models.cost import CostMeter
 from models.datasets import load_digits_dataset
 from models.learning_events import PROXIES, LearningEvents
 from models.memorization import (
     ProxyScores,
     ReferenceMemorisation,
+    balanced_member_rows,
     curvature_proxy,
     holdout_retraining_proxy,
     learning_event_proxies,
@@ -184,3 +186,115 @@ def test_invalid_parameters_name_themselves(digits, trained):
         orient(np.zeros(3), direction="up")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lr"):
         MlpRecipe(lr=0.0).validate()
+
+
+def test_balanced_subsets_leave_every_row_out_of_exactly_the_given_number_of_runs():
+    rows = balanced_member_rows(103, runs=4, out_per_row=2, seed=0)
+    member = np.zeros((4, 103), dtype=bool)
+    np.put_along_axis(member, rows, True, axis=1)
+    assert np.all((~member).sum(axis=0) == 2)
+    assert rows.shape[1] == 52  # half of 103, rounded up; shorter runs padded with own rows
+    with pytest.raises(ValueError, match="out_per_row"):
+        balanced_member_rows(10, runs=4, out_per_row=4, seed=0)
+
+
+def test_shadow_references_score_forget_rows_with_models_that_never_saw_them():
+    member = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=bool)
+    losses = np.arange(12, dtype=np.float64).reshape(4, 3)  # loss = 3 * run + row
+    correct = np.ones((4, 3), dtype=bool)
+    test = np.full((4, 2), 0.5)
+    ref, twin = shadow_references(
+        train_losses=losses,
+        train_correct=correct,
+        member_mask=member,
+        test_losses=test,
+        test_correct=np.ones((4, 2), dtype=bool),
+        forget_rows=np.array([0, 1]),
+        retain_rows=np.array([2]),
+        heldout_rows=np.array([1]),
+    )
+    # row 0 is out of runs 1, 3; row 1 out of runs 0, 3; row 2 is in runs 0, 1, 3
+    assert ref.forget.losses.tolist() == [3.0, 1.0] and twin.forget.losses.tolist() == [9.0, 10.0]
+    assert ref.retain.losses.tolist() == [2.0] and twin.retain.losses.tolist() == [5.0]
+    assert ref.heldout.losses.tolist() == [0.5]
+    with pytest.raises(ValueError, match="fewer than 3 non-member"):
+        shadow_references(
+            train_losses=losses,
+            train_correct=correct,
+            member_mask=member,
+            test_losses=test,
+            test_correct=np.ones((4, 2), dtype=bool),
+            forget_rows=np.array([0]),
+            retain_rows=np.array([2]),
+            heldout_rows=np.array([0]),
+            draws=3,
+        )
+
+
+def test_reference_is_cached_in_duckdb_and_read_back_identically(tmp_path, digits):
+    from data_contracts.settings import Settings
+    from tasks import features, warehouse
+
+    x, y, xt, yt = digits
+    settings = Settings(home=tmp_path, hash_salt="t")
+    kw = dict(
+        dataset="digits",
+        sample_ids=[f"s{i}" for i in range(len(y))],
+        x=x,
+        y=y,
+        test_ids=[f"t{i}" for i in range(len(yt))],
+        x_test=xt,
+        y_test=yt,
+        classes=10,
+        recipe=MlpRecipe(hidden=16, epochs=2),
+        runs=4,
+        balanced_out_per_row=2,
+    )
+    with warehouse.connect(settings) as con:
+        first = features.cached_reference(con, **kw)
+        again = features.cached_reference(con, **kw)
+        other = features.cached_reference(con, **{**kw, "recipe": MlpRecipe(hidden=16, epochs=1)})
+        stored = con.execute(
+            "SELECT count(*), count(mem), min(runs), min(subset_fraction) FROM reference_memorization "
+            "WHERE reference_key = ?",
+            [first.key],
+        ).fetchall()[0]
+    assert (first.cached, again.cached, other.cached) == (False, True, False)
+    assert other.key != first.key
+    for a, b in (
+        (first.reference.true_class_probs, again.reference.true_class_probs),
+        (first.test_p_true, again.test_p_true),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert np.array_equal(first.reference.member_mask, again.reference.member_mask)
+    assert np.array_equal(first.test_correct, again.test_correct)
+    np.testing.assert_array_equal(first.reference.scores, again.reference.scores)
+    assert stored == (len(y), len(y), 4, 0.5)  # every row is out of 2 of 4 runs: mem defined
+    assert again.reference.grad_evals == first.reference.grad_evals > 0
+
+
+def test_holdout_and_curvature_columns_are_stored_for_mlps_and_null_otherwise(tmp_path):
+    from data_contracts.settings import Settings
+    from models.datasets import load_breast_cancer_dataset
+    from models.training import train_model
+    from tasks import features, training, warehouse
+
+    ds = load_breast_cancer_dataset()
+    settings = Settings(home=tmp_path, hash_salt="t")
+    ids = ds.sample_ids[ds.train_rows()].tolist()
+    for version, recipe in ((1, "mlp"), (2, "pnsgd")):
+        run = train_model(ds, recipe_name=recipe, seed=0, overrides={"epochs": 3})
+        stored = training.store_proxies.fn(
+            settings, model_name="m", version=version, dataset=ds, run=run
+        )
+        assert stored["rows"] == len(ids)
+    assert stored["extra_fraction_of_training"] > 0 or stored["proxies"]  # returned for both
+    with warehouse.connect(settings) as con:
+        mlp = features.proxy_columns(con, model_name="m", model_version=1, sample_ids=ids)
+        logreg = features.proxy_columns(con, model_name="m", model_version=2, sample_ids=ids)
+        directions = dict(con.execute("SELECT * FROM proxy_directions").fetchall())
+    assert np.all(np.isfinite(mlp["holdout"])) and np.all(mlp["holdout"] >= 0)
+    assert np.all(np.isfinite(mlp["curvature"])) and np.all(mlp["curvature"] >= 0)
+    assert np.all(np.isnan(logreg["holdout"])) and np.all(np.isnan(logreg["curvature"]))
+    assert np.all(np.isfinite(logreg["confidence"]))
+    assert directions["holdout"] == directions["curvature"] == "high"
