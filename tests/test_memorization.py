@@ -282,13 +282,16 @@ def test_holdout_and_curvature_columns_are_stored_for_mlps_and_null_otherwise(tm
     ds = load_breast_cancer_dataset()
     settings = Settings(home=tmp_path, hash_salt="t")
     ids = ds.sample_ids[ds.train_rows()].tolist()
+    stored = {}
     for version, recipe in ((1, "mlp"), (2, "pnsgd")):
         run = train_model(ds, recipe_name=recipe, seed=0, overrides={"epochs": 3})
-        stored = training.store_proxies.fn(
+        stored[recipe] = training.store_proxies.fn(
             settings, model_name="m", version=version, dataset=ds, run=run
         )
-        assert stored["rows"] == len(ids)
-    assert stored["extra_fraction_of_training"] > 0 or stored["proxies"]  # returned for both
+        assert stored[recipe]["rows"] == len(ids)
+    assert {"holdout", "curvature"} <= set(stored["mlp"]["proxies"])
+    assert stored["mlp"]["extra_fraction_of_training"] > 0
+    assert stored["pnsgd"]["extra_grad_evals"] == 0
     with warehouse.connect(settings) as con:
         mlp = features.proxy_columns(con, model_name="m", model_version=1, sample_ids=ids)
         logreg = features.proxy_columns(con, model_name="m", model_version=2, sample_ids=ids)
