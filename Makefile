@@ -10,7 +10,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT  ?= 5000
-CRON         ?= 0 2 * * *
+# Empty: the nightly default of deployments/schedule.py (NIGHTLY_CRON); e.g. make serve CRON="30 3 * * *".
+CRON         ?=
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -37,7 +38,9 @@ server: $(STAMP)
 
 # Serve the nightly-forgetting and forget-now deployments against that server.
 serve: $(STAMP)
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(VENV)/bin/forgetflow serve --cron "$(CRON)"
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
+	FORGETFLOW_MLFLOW_UI=$${FORGETFLOW_MLFLOW_UI:-http://127.0.0.1:$(MLFLOW_PORT)} \
+	$(VENV)/bin/forgetflow serve $(if $(CRON),--cron "$(CRON)")
 
 clean:
 	rm -rf .forgetflow

@@ -6,9 +6,12 @@ counts the benchmarks; under it, the running benchmark's elapsed time and the lo
 through benchmarks._progress.track. A failed benchmark does not stop the others; the command
 exits 1 naming each failure and its log.
 
-    .venv/bin/python -m benchmarks.run_all            # everything (`make bench`; about an hour)
+    .venv/bin/python -m benchmarks.run_all            # everything (`make bench`), see below
     .venv/bin/python -m benchmarks.run_all --list     # names, what each measures, results files
     .venv/bin/python -m benchmarks.run_all --only sisa_speedup,accountant_reference
+
+The run times the results files record add up to about 15 minutes on 2 cores, plus ingest_10m
+(10M rows, several variants, 3 repeats of two of them): expect half an hour or more.
 """
 
 from __future__ import annotations

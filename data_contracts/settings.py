@@ -19,6 +19,10 @@ class Settings(BaseSettings):
         default=None,
         description="salt for subject/request hashes; default: a random salt kept in home",
     )
+    mlflow_ui: str = Field(
+        default="http://127.0.0.1:5000",
+        description="MLflow UI base URL, for the model-version links in run artifacts",
+    )
     duckdb_threads: int = 2
     duckdb_memory_limit: str = "4GB"
 

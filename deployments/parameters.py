@@ -17,7 +17,8 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 class ForgetRunParameters(BaseModel):
     """One forgetting run: which model, extra manifests, policy overrides, and dry run.
 
-    Unset policy fields keep the defaults of data_contracts.policy.Policy."""
+    With no policy field set, each model's stored policy applies; otherwise unset fields keep the
+    defaults of data_contracts.policy.Policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,11 +66,12 @@ class ForgetRunParameters(BaseModel):
             )
         return str(path)
 
-    def policy(self) -> Policy:
-        """Policy defaults with this run's overrides applied (validated by Policy itself)."""
+    def policy(self) -> Policy | None:
+        """None without overrides: each model's own policy (`forgetflow policy`) applies, as in
+        `forgetflow run`. With any override: the defaults with the overrides, for this run only."""
         overrides = {
             name: getattr(self, name)
             for name in ("guarantee", "epsilon", "delta", "max_accuracy_drop")
             if getattr(self, name) is not None
         }
-        return Policy(**overrides)
+        return Policy(**overrides) if overrides else None

@@ -20,6 +20,7 @@ from data_contracts.errors import ForgetflowError
 from data_contracts.hashing import file_sha256
 from data_contracts.settings import Settings
 from deployments.parameters import ForgetRunParameters
+from deployments.schedule import NIGHTLY_CRON, SCHEDULE_TIMEZONE
 from flows.forget import forget_flow
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 FLOW_NAME = "forget-deployment"
 NIGHTLY = "nightly-forgetting"
 FORGET_NOW = "forget-now"
-NIGHTLY_CRON = "0 2 * * *"
-SCHEDULE_TIMEZONE = "UTC"
 TAGS = ["forgetflow"]
 
 
@@ -82,7 +81,12 @@ def forget_deployment(params: ForgetRunParameters = ForgetRunParameters()) -> di
     if params.inbox is not None:
         delivered = deliver_manifests(settings, params.inbox)
         get_run_logger().info("delivered %d manifest file(s) from %s", len(delivered), params.inbox)
-    return forget_flow(model_name=params.model_name, policy=params.policy(), dry_run=params.dry_run)
+    # forget_flow's body runs in this flow run, not as a subflow: its tasks, logs and artifacts
+    # (summary, candidate and quarantine tables) are on the run a person opens from the UI, and
+    # the MLflow version's forgetflow_run_id names it.
+    return forget_flow.fn(
+        model_name=params.model_name, policy=params.policy(), dry_run=params.dry_run
+    )
 
 
 def nightly_schedule(cron: str = NIGHTLY_CRON):  # -> prefect.schedules.Schedule

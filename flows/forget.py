@@ -158,5 +158,5 @@ def forget_flow(
         "status": status,
         "quarantine": quarantine,
     }
-    publish_run_artifacts(report)
+    publish_run_artifacts(report, mlflow_ui=settings.mlflow_ui)
     return report

@@ -25,11 +25,11 @@ import typer
 
 from data_contracts.errors import ForgetflowError
 from data_contracts.settings import Settings, apply_library_environment
+from deployments.schedule import NIGHTLY_CRON
 
 LOOPBACK = "127.0.0.1"
 SERVER_STARTUP_SECONDS = 120.0  # a Prefect server takes ~12 s on an idle 2-core machine
 STOP_GRACE_SECONDS = 15.0
-NIGHTLY_CRON = "0 2 * * *"  # same default as deployments.serve.NIGHTLY_CRON (not imported: slow)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -197,6 +197,7 @@ def server(
                 "in another shell, before `forgetflow serve` / `forgetflow run`:\n"
                 f"  export PREFECT_API_URL={prefect_url}/api\n"
                 f"  export FORGETFLOW_HOME={home}\n"
+                f"  export FORGETFLOW_MLFLOW_UI={mlflow_url}\n"
                 "Ctrl-C stops both servers."
             )
             while True:

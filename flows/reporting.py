@@ -1,13 +1,36 @@
-"""What a person sees of a run: Prefect markdown and table artifacts (keys: lowercase + dashes)."""
+"""What a person sees of a run: Prefect markdown, table and link artifacts (keys: lowercase +
+dashes, stable across runs so the UI's Artifacts page shows each key's history)."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+
+SUMMARY_KEY = "forgetting-summary"
+QUARANTINE_KEY = "quarantined-rows"
+FILES_KEY = "manifest-files"
 
 
-def summary_markdown(report: dict[str, Any]) -> str:
+def candidates_key(model_name: str) -> str:
+    return f"candidate-paths-{_key(model_name)}"
+
+
+def version_link_key(model_name: str) -> str:
+    return f"mlflow-version-{_key(model_name)}"
+
+
+def version_url(mlflow_ui: str, model_name: str, version: int) -> str:
+    """The model version's page in the MLflow UI (its hash route)."""
+    return f"{mlflow_ui.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}"
+
+
+def summary_markdown(report: dict[str, Any], *, mlflow_ui: str) -> str:
     lines = ["# forgetflow run", "", "## Requests", "", "| state | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["status"]["states"].items()]
     lines += [
@@ -22,6 +45,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"- **{m['model_name']}**: {m.get('method', 'dry run')} ({m.get('requests', 0)} requests)"
             )
+            if "plan" in m:  # a dry run: what a real run would do
+                lines.append(f"  - would choose {m['plan']['chosen']}: {m['plan']['why']}")
             continue
         ratio = (
             m["grad_evals"] / m["retrain_grad_evals"]
@@ -39,26 +64,36 @@ def summary_markdown(report: dict[str, Any]) -> str:
             f"test accuracy {m['test_accuracy_before']:.3f} -> {m['test_accuracy_after']:.3f}; "
             f"MIA AUC {m['mia_auc_after']:.3f}. Why: {m['why']}"
         )
+        url = version_url(mlflow_ui, m["model_name"], m["version"])
+        lines.append(f"  - MLflow: [{m['model_name']} v{m['version']}]({url})")
         lines += [f"  - plot in MLflow: `{p}`" for p in m.get("plots", [])]
     return "\n".join(lines)
 
 
-def publish_run_artifacts(report: dict[str, Any]) -> None:
+def publish_run_artifacts(report: dict[str, Any], *, mlflow_ui: str) -> None:
+    """Attach the run's summary, tables and MLflow links to the current Prefect flow run."""
     create_markdown_artifact(
-        key="forgetting-summary",
-        markdown=summary_markdown(report),
+        key=SUMMARY_KEY,
+        markdown=summary_markdown(report, mlflow_ui=mlflow_ui),
         description="requests per state, path chosen and why, cost, accuracy",
     )
     for m in report["models"]:
         if "plan" in m:
             create_table_artifact(
-                key=f"candidate-paths-{_key(m['model_name'])}",
+                key=candidates_key(m["model_name"]),
                 table=m["plan"]["candidates"],
                 description=f"unlearning paths considered for {m['model_name']}",
             )
+        if "version" in m:
+            create_link_artifact(
+                key=version_link_key(m["model_name"]),
+                link=version_url(mlflow_ui, m["model_name"], m["version"]),
+                link_text=f"{m['model_name']} v{m['version']} in MLflow",
+                description="the model version this run registered (certificate, plots)",
+            )
     if report.get("quarantine"):
         create_table_artifact(
-            key="quarantined-rows",
+            key=QUARANTINE_KEY,
             table=report["quarantine"],
             description="rows quarantined in this run and why (request ids hashed)",
         )
@@ -66,9 +101,7 @@ def publish_run_artifacts(report: dict[str, Any]) -> None:
         {k: f.get(k) for k in ("file_name", "outcome", "rows", "reason")} for f in report["files"]
     ]
     if files:
-        create_table_artifact(
-            key="manifest-files", table=files, description="manifest files of this run"
-        )
+        create_table_artifact(key=FILES_KEY, table=files, description="manifest files of this run")
 
 
 def _key(name: str) -> str:

@@ -27,6 +27,7 @@ from data_contracts.errors import ForgetflowError
 from data_contracts.policy import Policy
 from data_contracts.settings import Settings
 from deployments.parameters import ForgetRunParameters
+from deployments.schedule import NIGHTLY_CRON, SCHEDULE_TIMEZONE
 from flows.ops_commands import (
     free_port,
     prefect_server_argv,
@@ -37,7 +38,8 @@ from flows.ops_commands import (
     wait_healthy,
 )
 
-CRON = "0 2 * * *"
+REPO = Path(__file__).resolve().parents[1]
+RAW_SUBJECTS = ("subject-3", "subject-17", "subject-999999")
 QUIET = {
     "DO_NOT_TRACK": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -87,17 +89,40 @@ TRIGGER = textwrap.dedent(
         timeout=150,
         poll_interval=1,
     )
+    from prefect.client.schemas.filters import (
+        ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId,
+    )
+
+    async def artifacts_and_logs(flow_run_id):
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+            logs, page = [], None
+            while page is None or len(page) == 200:
+                page = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                    limit=200, offset=len(logs),
+                )
+                logs += page
+            return artifacts, logs
+
+    artifacts, logs = asyncio.run(artifacts_and_logs(run.id))
     versions = registry.client(settings).search_model_versions("name='digits-logreg'")
     print(json.dumps({"state": run.state.type.value, "message": run.state.message,
-                      "parameters": run.parameters, "invalid": invalid,
+                      "run_id": str(run.id), "parameters": run.parameters, "invalid": invalid,
                       "champion": registry.champion_version(settings, "digits-logreg"),
-                      "versions": sorted(int(v.version) for v in versions)}))
+                      "versions": sorted(int(v.version) for v in versions),
+                      "run_tags": {v.version: v.tags.get("forgetflow_run_id") for v in versions},
+                      "artifacts": {a.key: {"type": a.type, "data": str(a.data)} for a in artifacts},
+                      "logs": [{"name": r.name, "level": r.level, "message": r.message} for r in logs]}))
     """
 )
 
 
 def test_parameters_override_only_the_policy_fields_they_set():
-    assert ForgetRunParameters().policy() == Policy()
+    assert ForgetRunParameters().policy() is None  # the nightly run: each model's own policy
+    assert ForgetRunParameters(dry_run=True, model_name="m").policy() is None
     params = ForgetRunParameters(epsilon=2.0, guarantee="exact", model_name="", inbox=" ")
     assert params.policy() == Policy(epsilon=2.0, guarantee="exact")
     assert params.model_name is None and params.inbox is None  # the UI's cleared text fields
@@ -161,6 +186,74 @@ def test_nightly_runs_on_its_utc_cron_and_both_deployments_run_one_at_a_time():
         assert d.concurrency_options.collision_strategy == "ENQUEUE"
         assert d.paused is False and d.enforce_parameter_schema is True
         assert d.entrypoint == "deployments.serve.forget_deployment"
+
+
+def test_one_nightly_cron_for_serve_make_and_prefect_yaml():
+    import yaml
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert [
+        (s["cron"], s["timezone"], s["active"]) for s in by_name["nightly-forgetting"]["schedules"]
+    ] == [(NIGHTLY_CRON, SCHEDULE_TIMEZONE, True)]
+    assert by_name["forget-now"]["schedules"] == []
+    for d in by_name.values():
+        assert d["entrypoint"] == "deployments.serve.forget_deployment"
+        assert d["concurrency_limit"]["limit"] == 1
+    # `make serve` passes --cron only when CRON is set; otherwise `forgetflow serve` uses the default.
+    make = ["make", "--no-print-directory", "-n", "-C", str(REPO), "serve"]
+    default = subprocess.run(make, capture_output=True, text=True, check=True).stdout
+    assert "forgetflow serve" in default and "--cron" not in default
+    custom = subprocess.run(
+        [*make, "CRON=30 3 * * 1-5"], capture_output=True, text=True, check=True
+    )
+    assert 'forgetflow serve --cron "30 3 * * 1-5"' in custom.stdout
+
+
+def test_the_summary_links_the_registered_version_in_mlflow():
+    from flows.reporting import summary_markdown
+
+    model = {
+        "model_name": "digits logreg", "version": 2, "method": "pnsgd", "guarantee": "certified",
+        "epsilon": 0.4, "delta": 1e-3, "requests": 2, "samples": 5, "grad_evals": 10.0,
+        "retrain_grad_evals": 200.0, "test_accuracy_before": 0.93, "test_accuracy_after": 0.92,
+        "mia_auc_after": 0.5, "why": "cheapest",
+    }  # fmt: skip
+    report = {"status": {"states": {"applied": 2}, "rows_received": 2}, "models": [model]}
+    text = summary_markdown(report, mlflow_ui="http://127.0.0.1:5001/")
+    assert "[digits logreg v2](http://127.0.0.1:5001/#/models/digits%20logreg/versions/2)" in text
+    assert "5.0% of a retrain" in text
+
+
+def test_library_records_below_warning_never_reach_run_log_handlers():
+    import logging
+
+    from flows.library_logging import quiet_libraries
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    keep = Keep()
+    gx, child = logging.getLogger("great_expectations"), logging.getLogger("great_expectations.x")
+    gx.addHandler(keep)  # as Prefect attaches its handlers to PREFECT_LOGGING_EXTRA_LOGGERS
+    try:
+        quiet_libraries()
+        child.setLevel(logging.INFO)  # what GX does to one of its loggers when it is imported
+        child.info("chatter")
+        child.warning("matters")
+        quiet_libraries()  # a second run adds no second filter
+        assert len(keep.filters) == 1
+        other = logging.LogRecord("forgetflow", logging.INFO, __file__, 1, "own line", None, None)
+        keep.handle(other)
+    finally:
+        gx.removeHandler(keep)
+        child.setLevel(logging.NOTSET)
+    assert [r.getMessage() for r in keep.records] == ["matters", "own line"]
 
 
 def test_a_malformed_cron_is_one_clear_error():
@@ -262,7 +355,7 @@ def test_forget_now_via_api_registers_v2_and_nightly_keeps_its_utc_cron(tmp_path
     try:
         wait_healthy({"prefect server": f"{api_url}/health"}, {"prefect server": server})
         serving = start_process(
-            [sys.executable, "-c", f"from flows.ops_commands import serve; serve(cron={CRON!r})"],
+            [sys.executable, "-c", "from flows.ops_commands import serve; serve()"],
             env=client_env,
             cwd=work,
             log_path=tmp_path / "serve.log",
@@ -281,12 +374,37 @@ def test_forget_now_via_api_registers_v2_and_nightly_keeps_its_utc_cron(tmp_path
             [s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]]
             for s in nightly["schedules"]
         ]
-        assert schedules == [[CRON, "UTC", True]]
+        assert schedules == [[NIGHTLY_CRON, "UTC", True]]  # the default, as `make serve` uses
         assert nightly["paused"] is False
         assert manual["schedules"] == []
         assert [d["global_concurrency_limit"]["limit"] for d in (nightly, manual)] == [1, 1]
         assert triggered["versions"] == [1, 2]
         assert triggered["champion"] == 2
+        # What a person opens from the UI is the deployment's flow run: it made v2 and carries
+        # the summary (with the MLflow link), candidate, quarantine and manifest tables.
+        assert triggered["run_tags"]["2"] == f"{triggered['run_id']}:digits-logreg"
+        artifacts = triggered["artifacts"]
+        assert {k: a["type"] for k, a in artifacts.items()} == {
+            "forgetting-summary": "markdown",
+            "candidate-paths-digits-logreg": "table",
+            "mlflow-version-digits-logreg": "markdown",  # Prefect 3 stores a link as markdown
+            "quarantined-rows": "table",
+            "manifest-files": "table",
+        }
+        assert "/#/models/digits-logreg/versions/2" in artifacts["forgetting-summary"]["data"]
+        link = artifacts["mlflow-version-digits-logreg"]["data"]
+        assert (
+            link
+            == "[digits-logreg v2 in MLflow](http://127.0.0.1:5000/#/models/digits-logreg/versions/2)"
+        )
+        assert "not in the training index" in artifacts["quarantined-rows"]["data"]
+        logs = triggered["logs"]
+        assert logs, "the run's logs were not read"
+        for record in logs + list(artifacts.values()):
+            text = json.dumps(record)
+            assert not any(s in text for s in RAW_SUBJECTS), text  # only salted hashes leave DuckDB
+        library = [r for r in logs if r["name"].split(".")[0] in ("mlflow", "great_expectations")]
+        assert all(r["level"] >= 30 for r in library), library  # library loggers at WARNING
     finally:
         if serving is not None:
             stop(serving)
