@@ -436,11 +436,16 @@ def _certificate(result: ShardedPcmuUnlearning, *, rows_removed: int) -> dict[st
 
 
 def predict_unlearn_grad_evals(
-    model: ShardedPcmuModel, x: np.ndarray, y: np.ndarray, forget_rows: np.ndarray
+    model: ShardedPcmuModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    forget_rows: np.ndarray,
+    *,
+    meter: CostMeter | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Planner's prediction: per affected shard, zero within its budget, else the data-dependent
-    check run now (counted) plus a replay of (steps - t*) * (n_s - |F_s|) if it fails
-    (algorithms.md sec. 2). Returns the total and per-shard detail."""
+    check run now (counted, and metered into `meter`) plus a replay of (steps - t*) *
+    (n_s - |F_s|) if it fails (algorithms.md sec. 2). Returns the total and per-shard detail."""
     forget = _positions(forget_rows, model.n, "forget_rows")
     total, detail = 0.0, {}
     for s, rows_f in sorted(_affected(model, forget).items()):
@@ -452,7 +457,12 @@ def predict_unlearn_grad_evals(
             detail[str(s)] = {"mode": "budget"}
             continue
         check = pcmu_check(
-            state, x[rows], y[rows], np.searchsorted(rows, rows_f), recipe=model.recipe.pcmu
+            state,
+            x[rows],
+            y[rows],
+            np.searchsorted(rows, rows_f),
+            recipe=model.recipe.pcmu,
+            meter=meter,
         )
         replay = 0.0
         if not check.passed:

@@ -265,16 +265,23 @@ def _sharded_pcmu_candidate(
     """PCMU per affected SISA shard (models/pcmu_sisa.py): each shard's budget, else its
     data-dependent check run now (counted) plus the replay it predicts exactly, (steps - t*) *
     (n_s - |F_s|) (algorithms.md sec. 2; Bourtoule et al., arXiv 1912.03817, sec. IV)."""
+    from models.cost import CostMeter
     from models.pcmu_sisa import predict_unlearn_grad_evals
 
     x, y = data
-    total, per_shard = predict_unlearn_grad_evals(model.sharded_pcmu_state(), x, y, forget_rows)
+    meter = CostMeter()
+    total, per_shard = predict_unlearn_grad_evals(
+        model.sharded_pcmu_state(), x, y, forget_rows, meter=meter
+    )
     return Candidate(
         path="pcmu-sisa",
         guarantee="exact",
         predicted_grad_evals=total,
         predicted_seconds=0.0,
         params={"per_shard": per_shard},
+        # The unlearning repeats these checks first: their time is known, not predicted.
+        measured_grad_evals=meter.grad_evals,
+        measured_seconds=meter.seconds,
     )
 
 
@@ -282,25 +289,43 @@ def _sharded_pcmu_candidate(
 RUM_MAX_FRACTION_OF_RETRAIN = 0.5
 
 
-def _rum_candidate(model: ForgettableModel, forget_rows: np.ndarray, n_after: int) -> Candidate:
-    """RUM fine-tunes on the retained rows and runs NegGrad+ over retain + forget (Zhao et al.,
-    arXiv 2406.01257, sec. 4); predicted as the upper bound where every group is non-empty and
-    the high group is the whole forget set."""
-    from models.rum import RumRecipe
+def _rum_candidate(
+    model: ForgettableModel,
+    forget_rows: np.ndarray,
+    n_after: int,
+    proxies: np.ndarray | None,
+) -> Candidate:
+    """RUM splits the forget set by memorisation, fine-tunes on the retained rows for the low and
+    medium groups and runs NegGrad+ over retain + high group (Zhao et al., arXiv 2406.01257,
+    sec. 4). With the training-time confidence proxy the split is the one rum_unlearn will make,
+    so the cost is exact; without it, the upper bound where every group is the whole forget set."""
+    from models.learning_events import HIGH_MEMORISATION_WHEN
+    from models.rum import RumRecipe, split_by_memorisation
 
     r = RumRecipe()
-    # NegGrad+ cycles forget rows alongside every retain batch: one forget batch per step.
-    steps = math.ceil(n_after / r.batch_size)
-    neggrad = r.neggrad_epochs * (n_after + steps * min(r.batch_size, len(forget_rows)))
-    cost = float(r.finetune_epochs * n_after + neggrad)
-    if r.low_action == "finetune":
+    sizes = dict.fromkeys(("low", "medium", "high"), len(forget_rows))
+    if proxies is not None:
+        groups, _ = split_by_memorisation(
+            np.nan_to_num(proxies, nan=1.0)[forget_rows],  # as models.unlearning._rum
+            direction=HIGH_MEMORISATION_WHEN["confidence"],
+            cutoffs=r.cutoffs,
+        )
+        sizes = {g: len(rows) for g, rows in groups.items()}
+    cost = 0.0
+    if sizes["low"] and r.low_action == "finetune":
         cost += r.low_epochs * n_after
+    if sizes["medium"]:
+        cost += r.finetune_epochs * n_after
+    if sizes["high"]:
+        # NegGrad+ cycles high-group rows alongside every retain batch: one forget batch per step.
+        steps = math.ceil(n_after / r.batch_size)
+        cost += r.neggrad_epochs * (n_after + steps * min(r.batch_size, sizes["high"]))
     cand = Candidate(
         path="rum",
         guarantee="audited",
         predicted_grad_evals=cost,
         predicted_seconds=0.0,
-        params={"lineage_after": "rum-modified"},
+        params={"lineage_after": "rum-modified", "group_sizes": sizes},
     )
     if cost > RUM_MAX_FRACTION_OF_RETRAIN * model.retrain_grad_evals(n_after):
         cand.rejected = f"not clearly cheaper than a retrain (> {RUM_MAX_FRACTION_OF_RETRAIN:.0%})"
@@ -365,10 +390,13 @@ def enumerate_candidates(
     policy: Policy,
     ledger: ModelLedger,
     data: tuple[np.ndarray, np.ndarray] | None = None,
+    proxies: np.ndarray | None = None,
 ) -> list[Candidate]:
     """Every path this model's lineage allows for removing `forget_rows`, with predicted cost.
 
-    `data` (the training split's x, y) lets PCMU run its data-dependent check while planning."""
+    `data` (the training split's x, y) lets PCMU run its data-dependent check while planning and
+    prices paths with no measured rate by a micro-run; `proxies` (the confidence proxy per
+    training row, recorded at training) makes RUM's prediction exact."""
     removed, n_retained = len(forget_rows), model.n_retained
     if not 0 < removed <= n_retained:
         raise ValueError(f"removed must be in [1, n_retained={n_retained}], got {removed}")
@@ -403,7 +431,7 @@ def enumerate_candidates(
             )
         )
     if model.recipe_name == "mlp" and policy.guarantee == "audited":
-        candidates.append(_rum_candidate(model, forget_rows, n_after))
+        candidates.append(_rum_candidate(model, forget_rows, n_after, proxies))
     if model.lineage == "pcmu" and model.recipe_name == "pcmu" and data is not None:
         candidates.append(_pcmu_candidate(model, forget_rows, data))
     if model.lineage == "pcmu" and model.recipe_name == "pcmu-sisa" and data is not None:
