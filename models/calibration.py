@@ -45,6 +45,7 @@ class MicroRun:
     grad_evals: float
     seconds: float
     repeat_rates: tuple[float, ...]
+    cpu_seconds: float = 0.0  # of the timed blocks: cpu_seconds / seconds = core share it got
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class MicroRun:
             "grad_evals": self.grad_evals,
             "seconds": self.seconds,
             "repeat_rates": list(self.repeat_rates),
+            "cpu_seconds": self.cpu_seconds,
         }
 
 
@@ -273,4 +275,5 @@ def micro_run(
         grad_evals=float(sum(ge)),
         seconds=float(sum(s)),
         repeat_rates=tuple(si / gi for gi, si in zip(ge, s, strict=True) if gi > 0),
+        cpu_seconds=float(sum(m.cpu_seconds for m in meters)),
     )

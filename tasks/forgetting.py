@@ -189,6 +189,7 @@ def plan_forgetting(ctx: Context, *, policy: Policy, exclude: tuple[str, ...] = 
         policy=policy,
         ledger=ctx.ledger,
         data=(ctx.dataset.features[rows], ctx.dataset.labels[rows]),
+        proxies=ctx.confidence,
     )
     for c in candidates:
         if c.path in exclude and not c.rejected:
