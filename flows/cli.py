@@ -4,6 +4,7 @@ after the state directory's environment is exported, so `--help` is instant."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -41,14 +42,37 @@ def _settings() -> Settings:
     return settings
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed flow or task run with its traceback; for a ForgetflowError the record
+    keeps its one-line message and loses the traceback (the CLI prints the error line itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ForgetflowError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+# Prefect's run loggers; a logger's filter sees every record created on it, before any handler.
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """One clear line and exit code 2 for errors a user can act on; tracebacks only for bugs."""
+    no_traceback = _NoTracebackForUserErrors()
+    for name in _RUN_LOGGERS:
+        logging.getLogger(name).addFilter(no_traceback)
     try:
         yield
     except ForgetflowError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # Prefect keeps the exception in the failed run's state until exit; its traceback would
+        # keep the frames' DuckDB objects alive, and DuckDB's bindings then print leak warnings.
+        err.__traceback__ = err.__context__ = None
         raise typer.Exit(2) from None
+    finally:
+        for name in _RUN_LOGGERS:
+            logging.getLogger(name).removeFilter(no_traceback)
 
 
 @contextmanager

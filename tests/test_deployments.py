@@ -304,6 +304,28 @@ def test_server_refuses_a_port_in_use_before_starting_anything(
     assert not (tmp_path / "home" / "logs").exists()
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_user_error_inside_a_flow_is_one_line_and_exit_2(tmp_path: Path):
+    """Prefect logs a failed run with its traceback; the CLI keeps a user error to one line."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        **QUIET,
+        "FORGETFLOW_HOME": str(tmp_path / "home"),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),  # the session's server: no start-up
+    }
+    forgetflow = str(Path(sys.executable).with_name("forgetflow"))
+    done = subprocess.run(
+        [forgetflow, "run", "--model", "nope"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: unknown model 'nope'; known: none (run forgetflow train)"]
+    assert "Traceback" not in done.stderr and "nanobind" not in done.stderr, done.stderr[-3000:]
+    assert done.stdout == ""
+
+
 def _python(script: str, *, env: dict[str, str], cwd: Path, timeout: float) -> dict:
     """Run `script` in a fresh interpreter; its last stdout line is a JSON report."""
     done = subprocess.run(
