@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -113,6 +114,7 @@ def train(
     """Train an unlearning-ready model and register it as version 1 (alias champion)."""
     _settings()
     with _user_errors(), _rich_progress():
+        _check_training_choices(dataset=dataset, recipe=recipe, name=name)
         from flows.train import train_flow
 
         summary = train_flow(dataset=dataset, recipe=recipe, name=name, seed=seed)
@@ -122,6 +124,22 @@ def train(
         out.print(
             f"trained [bold]{name}[/] v{summary['version']} (champion): test accuracy "
             f"{summary['test_accuracy']:.3f}, {summary['grad_evals']:.0f} grad-evals"
+        )
+
+
+def _check_training_choices(*, dataset: str, recipe: str, name: str) -> None:
+    """Refuse before anything is written: a failed training would leave the name reserved."""
+    from deployments.parameters import MODEL_NAME_PATTERN
+    from models.datasets import DATASETS
+    from models.training import FITS
+
+    for kind, value, known in (("dataset", dataset, DATASETS), ("recipe", recipe, FITS)):
+        if value not in known:
+            raise ForgetflowError(f"unknown {kind} '{value}'; known: {', '.join(sorted(known))}")
+    if re.fullmatch(MODEL_NAME_PATTERN, name) is None:
+        raise ForgetflowError(
+            f"model name {name!r}: expected letters, digits, '.', '_' or '-' (at most 100, "
+            "starting with a letter or digit), as the forget-now deployment accepts"
         )
 
 

@@ -304,6 +304,25 @@ def test_server_refuses_a_port_in_use_before_starting_anything(
     assert not (tmp_path / "home" / "logs").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "mnist"], "error: unknown dataset 'mnist'; known: breast_cancer, digits"),
+        (["--recipe", "svm"], "error: unknown recipe 'svm'; known: mlp, pcmu"),
+        (["--name", "my model"], "error: model name 'my model': expected letters, digits"),
+    ],
+)
+def test_train_refuses_unknown_choices_in_one_line_before_writing(
+    home: Path, args: list[str], message: str
+):
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["train", *args])
+    assert result.exit_code == 2
+    assert result.output.startswith(message) and result.output.count("\n") == 1, result.output
+    assert not (home / "warehouse.duckdb").exists()
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_user_error_inside_a_flow_is_one_line_and_exit_2(tmp_path: Path):
     """Prefect logs a failed run with its traceback; the CLI keeps a user error to one line."""
