@@ -260,7 +260,12 @@ class PcmuModel:
         tensors = ("weights", "checkpoints", "margins", "mean_gradients", "slack")
         return cls(
             **{name: torch.as_tensor(np.asarray(arrays[name]), dtype=DTYPE) for name in tensors},
-            **{name: int(arrays[name]) for name in ("n", "removed", "seed", "classes")},
+            # .item(): storage may hand scalars back as shape (1,) (np.ascontiguousarray in
+            # models.weights.dump_state makes 0-d arrays 1-d).
+            **{
+                name: int(np.asarray(arrays[name]).item())
+                for name in ("n", "removed", "seed", "classes")
+            },
             recipe=recipe,
         )
 

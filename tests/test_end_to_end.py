@@ -296,3 +296,51 @@ def test_sisa_and_rum_models_forget_the_same_requests_through_one_run(home: Path
         "plots/cost_per_path.png",
         "plots/memorization_hist.png",
     }
+
+
+def test_sharded_pcmu_model_forgets_a_subject_exactly_through_a_flow_run(home: Path) -> None:
+    import numpy as np
+    import torch
+
+    from data_contracts.policy import Policy
+    from flows.forget import forget_flow
+    from flows.train import train_flow
+    from models.datasets import load_digits_dataset
+    from models.pcmu_sisa import train_sharded_pcmu
+    from tasks import publishing, registry
+
+    name = "digits-pcmu-sisa"
+    trained = train_flow(
+        dataset="digits", recipe="pcmu-sisa", name=name, seed=0, overrides={"shards": 16}
+    )
+    assert trained["test_accuracy"] > 0.9
+    settings = Settings()
+    write_sample_manifest(settings.inbox / "day1.parquet", model_name=name, subjects=SUBJECTS[:1])
+
+    report = forget_flow(seed=0, model_name=name, policy=Policy(guarantee="exact"))
+
+    (model,) = report["models"]
+    assert model["method"] in {"pcmu-check", "pcmu-replay"} and model["guarantee"] == "exact"
+    # One subject touches one of 16 shards: a fraction of retraining the ensemble.
+    assert 0 < model["grad_evals"] <= 0.25 * model["retrain_grad_evals"]
+    stored = registry.load_version(settings, name, 2)
+    assert stored.certificate.lineage == "pcmu"
+    assert stored.certificate.parameters["recipe_name"] == "pcmu-sisa"
+    # The registered version is the ensemble trained from scratch without the subject, bit for bit.
+    new = publishing.model_from_version(stored).sharded_pcmu_state()
+    ds = load_digits_dataset()
+    rows = ds.train_rows()
+    forgotten = np.flatnonzero(np.isin(ds.subject_ids[rows], SUBJECTS[:1]))
+    assert forgotten.size > 0 and np.array_equal(np.flatnonzero(new.removed), forgotten)
+    scratch = train_sharded_pcmu(
+        ds.features[rows],
+        ds.labels[rows],
+        classes=ds.classes,
+        recipe=new.recipe,
+        seed=0,
+        shard_of_row=new.shard_of_row,
+        exclude_rows=forgotten,
+    )
+    for a, b in zip(new.shard_models, scratch.shard_models, strict=True):
+        assert torch.equal(a.weights, b.weights) and torch.equal(a.checkpoints, b.checkpoints)
+    assert _assert_invariant(settings)["applied"] == 1

@@ -199,6 +199,22 @@ def test_planner_predicts_and_execute_runs_the_sharded_path(digits, split, train
     _assert_same_ensemble(again, _scratch(trained.sharded_pcmu_state(), x, y, forget))
 
 
+def test_state_survives_the_storage_round_trip(split, trained):
+    from dataclasses import replace
+
+    from models.forgettable import FORGOTTEN_MASK
+    from models.weights import dump_state, load_state
+
+    x, y, subjects = split
+    arrays = load_state(dump_state(trained.state_arrays()))
+    removed = arrays.pop(FORGOTTEN_MASK)
+    loaded = replace(trained, arrays=arrays, removed=removed).sharded_pcmu_state()
+    _assert_same_ensemble(loaded, trained.sharded_pcmu_state())
+    forget = list(_whole_subjects(subjects).values())[5]
+    done = sharded_pcmu_unlearn(loaded, x, y, forget)
+    _assert_same_ensemble(done.model, _scratch(loaded, x, y, forget))
+
+
 def test_retrain_path_keeps_the_shard_map_and_lineage(split, trained):
     x, y, subjects = split
     forget = list(_whole_subjects(subjects).values())[3]
