@@ -197,9 +197,14 @@ def test_one_nightly_cron_for_serve_make_and_prefect_yaml():
         (s["cron"], s["timezone"], s["active"]) for s in by_name["nightly-forgetting"]["schedules"]
     ] == [(NIGHTLY_CRON, SCHEDULE_TIMEZONE, True)]
     assert by_name["forget-now"]["schedules"] == []
+    # A worker's runs get the environment `forgetflow serve` exports (state-independent part).
+    wanted = Settings(home=Path("unused")).library_environment()
+    for key in ("PREFECT_HOME", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        wanted.pop(key)
     for d in by_name.values():
         assert d["entrypoint"] == "deployments.serve.forget_deployment"
         assert d["concurrency_limit"]["limit"] == 1
+        assert d["work_pool"]["job_variables"]["env"] == wanted
     # `make serve` passes --cron only when CRON is set; otherwise `forgetflow serve` uses the default.
     make = ["make", "--no-print-directory", "-n", "-C", str(REPO), "serve"]
     default = subprocess.run(make, capture_output=True, text=True, check=True).stdout
