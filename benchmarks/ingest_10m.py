@@ -5,8 +5,12 @@ referential and ledger rules), then measures in a fresh process per variant:
 
 - `ingest-sql`: tasks.ingest.ingest_file end to end with the suite compiled to DuckDB SQL (what
   files above SQL_ENGINE_MIN_ROWS use): read, file checks, suite, referential checks, states,
-  hashes, one-transaction insert, rejected-rows Parquet.
-- `ingest-gx`: the same with Great Expectations on one pandas frame as the suite engine.
+  one-transaction insert, rejected-rows Parquet.
+- `stages-sql`: the same steps timed one by one, plus two what-if writes that price the ledger
+  schema (warehouse schema v2): an ART primary key on (file_id, row_number), and a salted
+  request hash for every row. Schema v2 has neither: the pair is unique by construction, and
+  hashes are computed for quarantined rows and for the rows a run claims.
+- `ingest-gx`: the full ingest with Great Expectations on one pandas frame as the suite engine.
 - `validate-sql`, `validate-gx`, `validate-gx-pool`: the suite step alone, on the conformed Arrow
   table; the pool variant runs GX in 2 worker processes on partitions by hash(request_id), which
   keeps the uniqueness expectation exact (every copy of an id lands in the same partition).
@@ -58,6 +62,19 @@ VARIANTS = (
 REPEATED = ("ingest-sql", "validate-sql")  # best wall of --repeat runs is reported
 THREADS = 2
 TARGET_SECONDS = 20.0
+# The stage table of the last schema-v1 run (commit 6cfe354, benchmarks/results/ingest_10m.md of
+# that commit: key (file_digest VARCHAR, row_number) with an ART index, a request_hash and a
+# subject_hash per row), kept so the report shows before and after side by side.
+SCHEMA_V1_NOTE = (
+    "commit 6cfe354, 2026-11-23 04:36 UTC, load 0.8-1.7: full ingest 39.1 s wall, 66.2 CPU s; "
+    "its checks step also computed both per-row hashes"
+)
+SCHEMA_V1_STAGES = {
+    "read + file checks": 2.47,
+    "suite (SQL engine)": 10.38,
+    "referential checks, states (no write)": 8.48,
+    "checks + write into requests + commit (what ingest_file does)": 59.66,
+}
 TARGET_RSS_BYTES = 3 * 1024**3
 
 # One DuckDB query writes the manifest (10M rows in a few seconds). Valid rows name a digits
@@ -236,7 +253,7 @@ def run_variant(variant: str, *, manifest: Path, template: Path, workdir: Path) 
         con.execute("SET enable_progress_bar = false")
         if variant == "stages-sql":
             with TreeSampler() as m:
-                result["stages"] = run_stages(con, manifest, rows)
+                result["stages"] = run_stages(con, settings, manifest, rows)
         elif variant.startswith("ingest-"):
             engine = "duckdb-sql" if variant == "ingest-sql" else "great_expectations"
             with TreeSampler() as m:
@@ -284,14 +301,17 @@ def run_variant(variant: str, *, manifest: Path, template: Path, workdir: Path) 
     return result
 
 
-def run_stages(con: duckdb.DuckDBPyConnection, manifest: Path, rows: int) -> dict[str, Any]:
-    """Where the time of `ingest-sql` goes: its steps one at a time, and the ledger write priced
-    against two copies of the `requests` table (without its primary key; also without
-    `request_hash`). Every write streams from the ledger query, as ingest_file does."""
+def run_stages(
+    con: duckdb.DuckDBPyConnection, settings: Any, manifest: Path, rows: int
+) -> dict[str, Any]:
+    """Where the time of `ingest-sql` goes: its steps one at a time, and the two ledger-schema
+    choices of schema v2 priced by writing the same rows into copies of `requests` that undo
+    them (a primary key on (file_id, row_number); a request hash for every row). Every write
+    streams from the ledger query, as ingest_file does."""
     import pyarrow as pa
 
     from data_contracts.ddl import DDL
-    from tasks import gx_validation, ingest
+    from tasks import gx_validation, ingest, warehouse
 
     stages: dict[str, dict[str, float]] = {}
 
@@ -309,41 +329,54 @@ def run_stages(con: duckdb.DuckDBPyConnection, manifest: Path, rows: int) -> dic
         lambda: gx_validation.sql_failures(con, ingest.SUITE_RELATION, rows=rows),
     )
     con.register("contract_failures", failures)
-    params = ingest._ledger_params(con, digest="0" * 64, salt="bench-salt")
+    file_id = warehouse.next_file_id(con)
+    params = ingest._ledger_params(con, file_id=file_id, salt="bench-salt")
     query = ingest.LEDGER_ROWS_SQL
     timed(
-        "referential checks, states, hashes (no write)",
+        "referential checks, states (no write)",
         lambda: con.execute(
-            f"""SELECT count(*), count(request_hash), count(subject_hash), count(reason),
-                       max(state) FROM ({query})""",
+            f"""SELECT count(*), count(reason), count(request_hash), max(state), max(request_id),
+                       max(subject_id), max(sample_ids), max(deadline) FROM ({query})""",
             params,
         ).fetchall(),
     )
     requests_ddl = next(d for d in DDL if "CREATE TABLE IF NOT EXISTS requests" in d)
-    no_pk = requests_ddl.replace("requests", "requests_no_pk").replace(
-        ",\n        PRIMARY KEY (file_digest, row_number)", ""
+    assert requests_ddl.rstrip().endswith("updated_at TIMESTAMPTZ NOT NULL)")
+    with_pk = requests_ddl.replace("requests (", "requests_with_pk (").replace(
+        "updated_at TIMESTAMPTZ NOT NULL)",
+        "updated_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (file_id, row_number))",
     )
-    assert "PRIMARY KEY" not in no_pk
-    con.execute(no_pk)
-    con.execute(no_pk.replace("requests_no_pk", "requests_lean"))
+    con.execute(with_pk)
+    con.execute(requests_ddl.replace("requests (", "requests_all_hashed ("))
     # The what-ifs run first: `requests` must still be empty, or every row would be a re-delivery.
-    timed(
-        "what-if: checks + write without the primary key",
-        lambda: con.execute(f"INSERT INTO requests_no_pk BY NAME {query}", params),
-    )
-    timed(
-        "what-if: checks + write without primary key and request_hash",
-        lambda: con.execute(
-            f"INSERT INTO requests_lean BY NAME SELECT * EXCLUDE (request_hash) FROM ({query})",
-            params,
+    for name, target, select in (
+        ("what-if: + primary key (file_id, row_number)", "requests_with_pk", query),
+        (
+            "what-if: + a request hash for every row",
+            "requests_all_hashed",
+            f"SELECT * REPLACE (sha256($salt || '|' || request_id) AS request_hash) FROM ({query})",
         ),
-    )
+    ):
+        con.execute("BEGIN TRANSACTION")
+        timed(
+            name,
+            lambda target=target, select=select: (
+                con.execute(f"INSERT INTO {target} BY NAME {select}", params),
+                con.execute("COMMIT"),
+            ),
+        )
     con.execute("BEGIN TRANSACTION")
     timed(
         "checks + write into requests + commit (what ingest_file does)",
         lambda: (
             con.execute(f"INSERT INTO requests BY NAME {query}", params),
             con.execute("COMMIT"),
+        ),
+    )
+    timed(
+        "rejected rows to Parquet",
+        lambda: ingest._write_rejected(
+            con, settings, file_id=file_id, digest="0" * 64, name=manifest.name
         ),
     )
     return stages
@@ -485,39 +518,51 @@ def report(
                 f"({v['rows_per_second']:,} rows/s) with the SQL engine."
             )
     if staged:
-        names = list(staged["stages"])
+        stages = staged["stages"]
         lines += [
             "",
             "## Where the time goes",
             "",
-            "`stages-sql` runs `ingest-sql`'s steps one at a time in one process. The last three rows",
-            "each run the checks again and stream the ledger rows into a table: two copies of",
-            "`requests` without its primary key, and also without `request_hash`, price those two",
-            "schema choices; the last row is exactly what `ingest_file` does.",
+            "`stages-sql` runs `ingest-sql`'s steps one at a time in one process. The two what-if "
+            "rows run the checks again and stream the same ledger rows into copies of `requests` "
+            "that undo one schema-v2 choice each; the row after them is exactly what `ingest_file` "
+            "does.",
             "",
-            "| stage | wall s | CPU s |",
-            "|---|---|---|",
+            "| stage | wall s | CPU s | schema v1 CPU s |",
+            "|---|---|---|---|",
         ]
-        for name in names:
-            t = staged["stages"][name]
-            lines.append(f"| {name} | {t['wall_seconds']:.1f} | {t['cpu_seconds']:.1f} |")
-        cpu = [staged["stages"][n]["cpu_seconds"] for n in names]
-        read, suite, checks, no_pk, lean, full = cpu
+        # The schema-v1 numbers were measured at 10M rows only.
+        v1 = SCHEMA_V1_STAGES if rows == 10_000_000 else {}
+        for name, t in stages.items():
+            before = v1.get(name)
+            lines.append(
+                f"| {name} | {t['wall_seconds']:.1f} | {t['cpu_seconds']:.1f} | "
+                f"{'' if before is None else f'{before:.1f}'} |"
+            )
+        cpu = {name: t["cpu_seconds"] for name, t in stages.items()}
+        read, suite = cpu["read + file checks"], cpu["suite (SQL engine)"]
+        checks = cpu["referential checks, states (no write)"]
+        full = cpu["checks + write into requests + commit (what ingest_file does)"]
+        pk = cpu["what-if: + primary key (file_id, row_number)"] - full
+        hashed = cpu["what-if: + a request hash for every row"] - full
         lines += [
             "",
             "CPU seconds are compared because the walls of one process's successive steps see "
             f"different loads. Reading and validating (file checks, suite, referential checks, "
-            f"states) take {read + suite + checks:.0f} CPU s; writing the ledger rows is the rest. "
-            f"Of the write, the primary key (file_digest VARCHAR, row_number) costs "
-            f"{full - no_pk:.0f} CPU s and computing + storing a unique 64-character "
-            f"`request_hash` per row {no_pk - lean:.0f} CPU s (DuckDB 2.0 compresses such strings "
-            "with DICT_FSST, ~1 CPU s per million). Without both, the ingest would need about "
-            f"{read + suite + lean:.0f} CPU s, i.e. about {(read + suite + lean) / 2:.0f} s on two "
-            "idle cores (the steps use both cores: compare their walls and CPU seconds above). Those "
-            "are schema decisions (`data_contracts/ddl.py`, `tasks/ledger.py`), left to the lead: "
-            "e.g. an integer file id in the key, and request hashes computed when a run claims its "
-            "requests rather than for every received row.",
+            f"states) take {read + suite + checks:.1f} CPU s and writing the ledger rows "
+            f"{full - checks:.1f} CPU s. An index on (file_id, row_number) would add {pk:.1f} CPU s "
+            f"and a salted hash for every row {hashed:.1f} CPU s; schema v1 paid for both, with a "
+            "64-character digest in the key (~21 and ~13 CPU s). The pair is unique by "
+            "construction instead (a fresh file_id per file, row numbers 0..n-1 from one "
+            "statement; `tasks.ledger.invariant_violations` checks it), and hashes are computed "
+            "for quarantined rows at ingest and for the rows a run claims.",
         ]
+        if v1:
+            lines += [
+                "",
+                "Schema v1 column: the same steps measured by this script before the change "
+                f"({SCHEMA_V1_NOTE}).",
+            ]
     if "validate-gx" in by and "validate-sql" in by:
         g, q = by["validate-gx"], by["validate-sql"]
         lines += [

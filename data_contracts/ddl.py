@@ -4,7 +4,9 @@ Raw subject ids live only here, in `requests.subject_id` and `training_index.sub
 
 from __future__ import annotations
 
-WAREHOUSE_SCHEMA_VERSION = 1
+# 2: manifest files get an integer `file_id`; requests are keyed by (file_id, row_number) without
+# an index, and request hashes are filled lazily (see `requests` below).
+WAREHOUSE_SCHEMA_VERSION = 2
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -24,22 +26,30 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS forgotten_samples (
         model_name VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, model_version INTEGER NOT NULL,
         PRIMARY KEY (model_name, sample_id))""",
+    """CREATE SEQUENCE IF NOT EXISTS manifest_file_ids START 1""",
+    # `file_id` is the short key the ledger rows carry; the digest identifies the content.
     """CREATE TABLE IF NOT EXISTS manifest_files (
-        file_digest VARCHAR PRIMARY KEY, file_name VARCHAR NOT NULL, received_at TIMESTAMPTZ NOT NULL,
+        file_id INTEGER PRIMARY KEY, file_digest VARCHAR NOT NULL UNIQUE,
+        file_name VARCHAR NOT NULL, received_at TIMESTAMPTZ NOT NULL,
         rows_received BIGINT NOT NULL, outcome VARCHAR NOT NULL, reason VARCHAR,
         quarantine_path VARCHAR, contract_version VARCHAR NOT NULL, validation_json VARCHAR)""",
+    # One row per manifest row, identified by (file_id, row_number). That pair is unique by
+    # construction (a fresh file_id per file, rows 0..n-1 written by one statement, checked by
+    # tasks.ledger.invariant_violations) and is not declared as a key: DuckDB would maintain an
+    # ART index on every insert (schema v1's key with the digest cost ~21 of the 66 CPU-s of a
+    # 10M-row ingest; benchmarks/results/ingest_10m.md prices both choices). `request_hash`
+    # (salted sha256 of request_id) is filled only for rows that need one: quarantined rows
+    # (reports) and rows a run claims (certificate, MLflow tags).
     """CREATE TABLE IF NOT EXISTS requests (
-        file_digest VARCHAR NOT NULL, row_number BIGINT NOT NULL, request_id VARCHAR,
-        subject_id VARCHAR, subject_hash VARCHAR, request_hash VARCHAR, requested_at TIMESTAMPTZ,
-        legal_basis VARCHAR, model_name VARCHAR, deadline TIMESTAMPTZ, sample_ids VARCHAR[],
-        content_sha256 VARCHAR, state VARCHAR NOT NULL, reason VARCHAR, run_id VARCHAR,
-        updated_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (file_digest, row_number))""",
+        file_id INTEGER NOT NULL, row_number BIGINT NOT NULL, request_id VARCHAR,
+        subject_id VARCHAR, requested_at TIMESTAMPTZ, legal_basis VARCHAR, model_name VARCHAR,
+        deadline TIMESTAMPTZ, sample_ids VARCHAR[], state VARCHAR NOT NULL, reason VARCHAR,
+        request_hash VARCHAR, run_id VARCHAR, updated_at TIMESTAMPTZ NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS applications (
-        file_digest VARCHAR NOT NULL, row_number BIGINT NOT NULL, model_name VARCHAR NOT NULL,
+        file_id INTEGER NOT NULL, row_number BIGINT NOT NULL, model_name VARCHAR NOT NULL,
         model_version INTEGER NOT NULL, certificate_sha256 VARCHAR NOT NULL,
         guarantee VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (file_digest, row_number, model_name))""",
+        PRIMARY KEY (file_id, row_number, model_name))""",
     """CREATE TABLE IF NOT EXISTS runs (
         run_id VARCHAR PRIMARY KEY, model_name VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL,
         finished_at TIMESTAMPTZ, status VARCHAR NOT NULL, model_version INTEGER,
@@ -53,8 +63,8 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS proxy_directions (
         proxy VARCHAR PRIMARY KEY, high_memorisation_when VARCHAR NOT NULL)""",
     """CREATE OR REPLACE VIEW quarantine AS
-        SELECT file_digest, row_number, request_id, reason, updated_at FROM requests
-        WHERE state = 'quarantined'""",
+        SELECT f.file_digest, r.row_number, r.request_id, r.reason, r.updated_at
+        FROM requests r JOIN manifest_files f USING (file_id) WHERE r.state = 'quarantined'""",
     # Holdout and curvature proxies (algorithms.md sec. 3): NULL where they were not computed.
     """ALTER TABLE memorization_features ADD COLUMN IF NOT EXISTS holdout DOUBLE""",
     """ALTER TABLE memorization_features ADD COLUMN IF NOT EXISTS curvature DOUBLE""",

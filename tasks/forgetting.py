@@ -109,7 +109,7 @@ def _version_row(
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
 def claim_requests(settings: Settings, *, model_name: str, run_id: str) -> ledger.Claim:
     with warehouse.connect(settings) as con:
-        return ledger.claim_pending(con, model_name=model_name, run_id=run_id)
+        return ledger.claim_pending(con, model_name=model_name, run_id=run_id, salt=settings.salt())
 
 
 @dataclass

@@ -6,7 +6,13 @@ DuckDB SQL for files above `SQL_ENGINE_MIN_ROWS`), then referential checks in Du
 the training index, model exists, sample_ids belong to the subject, timestamps, conflicts with the
 ledger). States and reasons are computed by one set-based query (no per-row Python), and the file
 record plus all of its rows are written in one transaction: a crash re-ingests the whole file on
-the next run, never half of it."""
+the next run, never half of it.
+
+What a row costs is kept to what the ledger needs (benchmarks/results/ingest_10m.md): rows carry
+an integer file id instead of the 64-character digest, (file_id, row_number) is unique by
+construction rather than through an index, and the salted request hash is computed only for
+quarantined rows here (the run report shows it) and for the rows a run claims
+(tasks/ledger.py), not for every row received."""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from data_contracts.settings import Settings
 from data_contracts.states import RequestState
 from tasks import warehouse
 from tasks.gx_validation import ROW_KEY, Engine, gx_failures, sql_failures
+from tasks.progress import reporter
 
 # Files with more rows are validated by the SQL-compiled suite: same spec, same reasons (tested),
 # 5x less CPU and 2.3x less memory than GX's pandas path at 10M rows, and it uses both cores
@@ -114,7 +121,13 @@ def read_manifest(data: bytes) -> tuple[pa.Table | None, str | None]:
             return None, "; ".join(problems)
         if parquet.metadata.num_rows == 0:
             return None, contract.FILE_ZERO_ROWS
-        table = parquet.read()
+        schema = parquet.schema_arrow
+        encoded = [
+            c
+            for c in contract.DICTIONARY_COLUMNS
+            if c in schema.names and not pa.types.is_null(schema.field(c).type)
+        ]
+        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=encoded).read()
     except Exception as err:  # pyarrow raises several types for bad bytes; all mean "not Parquet"
         detail = " ".join(str(err).split())[:200]
         return None, f"{contract.FILE_NOT_PARQUET} ({type(err).__name__}: {detail})"
@@ -148,6 +161,7 @@ def _quarantine_file(
     with warehouse.transaction(con):
         warehouse.record_file(
             con,
+            file_id=warehouse.next_file_id(con),
             digest=digest,
             file_name=name,
             rows=0,
@@ -186,9 +200,8 @@ _SIZE_REASONS = ", ".join(
 # with the same ids), so a 10M-row file costs a handful of hash probes per row.
 LEDGER_ROWS_SQL = f"""
 WITH subjects AS (
-  -- One row per subject of the file: in which models' training splits it is, and its hash.
-  SELECT s.subject_id, sha256($salt || '|' || s.subject_id) AS subject_hash,
-         bool_or(t.subject_id IS NOT NULL) AS in_training,
+  -- One row per subject of the file: whether and in which models' training splits it is.
+  SELECT s.subject_id, bool_or(t.subject_id IS NOT NULL) AS in_training,
          list(DISTINCT m.model_name) FILTER (WHERE m.model_name IS NOT NULL) AS models
   FROM (SELECT DISTINCT subject_id FROM incoming_rows WHERE subject_id IS NOT NULL) s
   LEFT JOIN training_index t ON t.subject_id = s.subject_id AND t.split = 'train'
@@ -215,7 +228,7 @@ prior AS (
   GROUP BY request_id),
 flagged AS (
   -- Each check as a boolean first: the reason text is built only for the few failing rows.
-  SELECT i.*, s.subject_hash, p.content AS prior, q.reason AS suite_reason,
+  SELECT i.*, p.content AS prior, q.reason AS suite_reason,
     {_SIZE_FLAGS},
     i.model_name IS NOT NULL AND NOT list_contains($models::VARCHAR[], i.model_name)
       AS unknown_model,
@@ -246,29 +259,28 @@ checked AS (
       CASE WHEN bad_deadline THEN $r_deadline END) END AS reasons
   FROM flagged),
 decided AS (
-  SELECT *, reasons IS NULL AND prior IS NOT NULL
-      AND prior.subject_id = subject_id AND prior.requested_at = requested_at
-      AND prior.legal_basis = legal_basis
-      AND prior.model_name IS NOT DISTINCT FROM model_name
-      AND prior.deadline IS NOT DISTINCT FROM deadline
-      AND prior.sample_ids IS NOT DISTINCT FROM list_sort(sample_ids) AS same_as_prior
+  SELECT *, CASE WHEN reasons IS NOT NULL THEN 'quarantined' WHEN prior IS NULL THEN 'pending'
+      WHEN prior.subject_id = subject_id AND prior.requested_at = requested_at
+        AND prior.legal_basis = legal_basis
+        AND prior.model_name IS NOT DISTINCT FROM model_name
+        AND prior.deadline IS NOT DISTINCT FROM deadline
+        AND prior.sample_ids IS NOT DISTINCT FROM list_sort(sample_ids) THEN 'superseded'
+      ELSE 'quarantined' END AS state
   FROM checked)
-SELECT $digest AS file_digest, row_number, request_id, subject_id, subject_hash,
-  sha256($salt || '|' || request_id) AS request_hash,
-  requested_at, legal_basis, model_name, deadline, sample_ids,
-  NULL AS content_sha256,
-  CASE WHEN reasons IS NOT NULL THEN 'quarantined' WHEN prior IS NULL THEN 'pending'
-       WHEN same_as_prior THEN 'superseded' ELSE 'quarantined' END AS state,
-  CASE WHEN reasons IS NOT NULL THEN reasons WHEN prior IS NULL THEN NULL
-       WHEN same_as_prior THEN $r_superseded ELSE $r_conflict END AS reason,
-  NULL AS run_id, $now AS updated_at
+SELECT $file_id AS file_id, row_number, request_id, subject_id, requested_at, legal_basis,
+  model_name, deadline, sample_ids, state,
+  CASE WHEN reasons IS NOT NULL THEN reasons WHEN state = 'superseded' THEN $r_superseded
+       WHEN state = 'quarantined' THEN $r_conflict END AS reason,
+  -- Hashed here only for the few quarantined rows; a claimed row gets its hash when claimed.
+  CASE WHEN state = 'quarantined' THEN sha256($salt || '|' || request_id) END AS request_hash,
+  $now AS updated_at
 FROM decided
 """
 
 
-def _ledger_params(con: duckdb.DuckDBPyConnection, *, digest: str, salt: str) -> dict[str, Any]:
+def _ledger_params(con: duckdb.DuckDBPyConnection, *, file_id: int, salt: str) -> dict[str, Any]:
     return {
-        "digest": digest,
+        "file_id": file_id,
         "salt": salt,
         # One clock for the whole file (the transaction's), and the model names as a constant
         # list: cheaper per row than a join.
@@ -303,18 +315,22 @@ def validate_rows(
 
 
 def _write_rejected(
-    con: duckdb.DuckDBPyConnection, settings: Settings, *, digest: str, name: str
+    con: duckdb.DuckDBPyConnection, settings: Settings, *, file_id: int, digest: str, name: str
 ) -> Path:
     """Rejected rows with their reasons, beside the quarantined files (no raw subject ids)."""
     rejected = con.sql(
-        """SELECT row_number, request_id, subject_hash, requested_at, legal_basis, model_name,
-                  deadline, sample_ids, reason
-           FROM requests WHERE file_digest = $digest AND state = 'quarantined'
+        """SELECT row_number, request_id, sha256($salt || '|' || subject_id) AS subject_hash,
+                  requested_at, legal_basis, model_name, deadline, sample_ids, reason
+           FROM requests WHERE file_id = $file_id AND state = 'quarantined'
            ORDER BY row_number""",
-        params={"digest": digest},
+        params={"file_id": file_id, "salt": settings.salt()},
     ).to_arrow_table()
     target = quarantine_path(settings, digest, Path(name).stem, ".rejected.parquet")
     return _write_atomic(target, lambda p: pq.write_table(rejected, p))
+
+
+# Progress steps of a file: read + file checks, suite, referential checks + ledger write, commit.
+INGEST_STEPS = 4
 
 
 def ingest_file(
@@ -324,7 +340,10 @@ def ingest_file(
     *,
     engine: EngineChoice = "auto",
 ) -> FileOutcome:
-    """Ingest one inbox file into the ledger (idempotent by content digest)."""
+    """Ingest one inbox file into the ledger (idempotent by content digest).
+
+    Reports progress per step to `tasks.progress.reporter("validating <file>")` when a sink is
+    installed (each step is one set-based pass over all rows, so steps are the finest unit)."""
     name = path.name
     data = path.read_bytes()  # one read: the digest names exactly the bytes that were parsed
     digest = file_sha256(data)
@@ -335,23 +354,35 @@ def ingest_file(
             outcome="duplicate-file",
             reason=contract.FILE_ALREADY_INGESTED,
         )
+    # The name is untrusted (it may carry markup or control characters): show the safe form.
+    report = reporter(f"validating {safe_name(name)}")
+
+    def step(done: int) -> None:
+        if report is not None:
+            report(done, INGEST_STEPS)
+
     table, file_reason = read_manifest(data)
     if table is None:
-        return _quarantine_file(
+        outcome = _quarantine_file(
             con, settings, name=name, digest=digest, data=data, reason=file_reason or ""
         )
+        step(INGEST_STEPS)
+        return outcome
     del data  # only the Arrow table is needed from here on
+    step(1)
     n = table.num_rows
     table = table.append_column(ROW_KEY, pa.array(np.arange(n, dtype=np.int64)))
     salt = settings.salt()
     con.register("incoming_rows", table)
     try:
         failures, summary = validate_rows(con, choose_engine(n, engine))
+        step(2)
         con.register("contract_failures", failures)
         with warehouse.transaction(con):
+            file_id = warehouse.next_file_id(con)
             con.execute(
                 f"INSERT INTO requests BY NAME {LEDGER_ROWS_SQL}",
-                _ledger_params(con, digest=digest, salt=salt),
+                _ledger_params(con, file_id=file_id, salt=salt),
             )
             # Ingestion only ever produces these three states.
             counts = {
@@ -359,8 +390,8 @@ def ingest_file(
                 for s in (RequestState.QUARANTINED, RequestState.PENDING, RequestState.SUPERSEDED)
             }
             rows = con.execute(
-                "SELECT state, count(*) FROM requests WHERE file_digest = ? GROUP BY state",
-                [digest],
+                "SELECT state, count(*) FROM requests WHERE file_id = ? GROUP BY state",
+                [file_id],
             ).fetchall()
             counts.update({state: int(c) for state, c in rows})
             if sum(counts.values()) != n:  # a join fanned out or dropped rows: a bug, not data
@@ -368,11 +399,12 @@ def ingest_file(
             bad = counts[RequestState.QUARANTINED.value]
             qpath, reason = None, None
             if bad:
-                qpath = _write_rejected(con, settings, digest=digest, name=name)
+                qpath = _write_rejected(con, settings, file_id=file_id, digest=digest, name=name)
                 reason = f"{bad} of {n} rows quarantined (reasons in {qpath.name})"
             outcome = "quarantined" if bad == n else "ingested"
             warehouse.record_file(
                 con,
+                file_id=file_id,
                 digest=digest,
                 file_name=name,
                 rows=n,
@@ -382,6 +414,8 @@ def ingest_file(
                 contract_version=contract.CONTRACT_VERSION,
                 validation=summary,
             )
+            step(3)
+        step(INGEST_STEPS)
     finally:
         con.unregister("incoming_rows")
         con.unregister("contract_failures")

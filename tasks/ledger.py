@@ -2,7 +2,10 @@
 
 pending -> planned (claimed by a run) -> applied (version registered) | pending (run failed).
 A request with no model_name targets every model whose training split holds the subject; it is
-`applied` once each of them has forgotten it (per-model progress lives in `applications`)."""
+`applied` once each of them has forgotten it (per-model progress lives in `applications`).
+
+Rows are identified by (file_id, row_number); the salted request hash that certificates and MLflow
+tags carry is computed when a run claims the row (ingestion hashes only quarantined rows)."""
 
 from __future__ import annotations
 
@@ -26,30 +29,36 @@ class Claim:
     overdue: int  # claimed requests already past their deadline
 
 
-def claim_pending(con: duckdb.DuckDBPyConnection, *, model_name: str, run_id: str) -> Claim:
-    """Mark every pending request that targets `model_name` as planned by `run_id`."""
+def claim_pending(
+    con: duckdb.DuckDBPyConnection, *, model_name: str, run_id: str, salt: str
+) -> Claim:
+    """Mark every pending request that targets `model_name` as planned by `run_id`, and give each
+    its salted request hash (data_contracts.hashing.salted_hash, computed in DuckDB)."""
     with warehouse.transaction(con):
         con.execute(
             "INSERT INTO runs (run_id, model_name, started_at, status) VALUES (?, ?, ?, 'running')",
             [run_id, model_name, warehouse.now()],
         )
         con.execute(
-            """UPDATE requests SET state = 'planned', run_id = ?, updated_at = now()
+            """UPDATE requests SET state = 'planned', run_id = ?, updated_at = now(),
+                   request_hash = sha256(? || '|' || request_id)
                WHERE state = 'pending' AND (model_name = ? OR model_name IS NULL)
-                 AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_digest = requests.file_digest
+                 AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_id = requests.file_id
                                  AND a.row_number = requests.row_number AND a.model_name = ?)
                  AND EXISTS (SELECT 1 FROM training_index t JOIN models m ON m.dataset = t.dataset
                              WHERE m.model_name = ? AND t.subject_id = requests.subject_id
                                AND t.split = 'train')""",
-            [run_id, model_name, model_name, model_name],
+            [run_id, salt, model_name, model_name, model_name],
         )
     return load_claim(con, run_id=run_id, model_name=model_name)
 
 
 def load_claim(con: duckdb.DuckDBPyConnection, *, run_id: str, model_name: str) -> Claim:
     keys = con.execute(
-        """SELECT file_digest, row_number, request_hash, deadline < now() FROM requests
-           WHERE state = 'planned' AND run_id = ? ORDER BY requested_at, file_digest, row_number""",
+        """SELECT f.file_digest, r.row_number, r.request_hash, r.deadline < now()
+           FROM requests r JOIN manifest_files f USING (file_id)
+           WHERE r.state = 'planned' AND r.run_id = ?
+           ORDER BY r.requested_at, f.file_digest, r.row_number""",
         [run_id],
     ).fetchall()
     samples = con.execute(
@@ -95,7 +104,7 @@ def finalize_run(
             )
         con.execute(
             """INSERT OR IGNORE INTO applications
-               SELECT file_digest, row_number, ?, ?, ?, ?, now() FROM requests
+               SELECT file_id, row_number, ?, ?, ?, ?, now() FROM requests
                WHERE state = 'planned' AND run_id = ?""",
             [claim.model_name, model_version, certificate_sha256, guarantee, claim.run_id],
         )
@@ -105,7 +114,7 @@ def finalize_run(
                    SELECT 1 FROM models m JOIN training_index t ON t.dataset = m.dataset
                    WHERE t.subject_id = requests.subject_id AND t.split = 'train'
                      AND (requests.model_name IS NULL OR m.model_name = requests.model_name)
-                     AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_digest = requests.file_digest
+                     AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_id = requests.file_id
                                      AND a.row_number = requests.row_number AND a.model_name = m.model_name))
                  THEN 'applied' ELSE 'pending' END
                WHERE state = 'planned' AND run_id = ?""",
@@ -148,9 +157,9 @@ def subject_requests(con: duckdb.DuckDBPyConnection, subject_id: str) -> list[di
     """Every ledger row for one subject, with the model versions that forgot it."""
     rows = con.execute(
         """SELECT r.request_id, r.state, r.reason, coalesce(a.model_name, r.model_name), a.model_version,
-                  a.guarantee, a.certificate_sha256, r.requested_at, r.file_digest, r.row_number
-           FROM requests r LEFT JOIN applications a USING (file_digest, row_number)
-           WHERE r.subject_id = ? ORDER BY r.requested_at, r.file_digest, r.row_number, a.model_name""",
+                  a.guarantee, a.certificate_sha256, r.requested_at
+           FROM requests r LEFT JOIN applications a USING (file_id, row_number)
+           WHERE r.subject_id = ? ORDER BY r.requested_at, r.file_id, r.row_number, a.model_name""",
         [subject_id],
     ).fetchall()
     return [
@@ -171,9 +180,10 @@ def subject_requests(con: duckdb.DuckDBPyConnection, subject_id: str) -> list[di
 def invariant_violations(con: duckdb.DuckDBPyConnection) -> list[str]:
     """What breaks "nothing lost, nothing doubled" in the ledger (empty list: it holds).
 
-    Every received row is in exactly one known state; each file's row count matches its record;
-    quarantined and superseded rows say why; planned rows belong to a running run; applied rows
-    have an application."""
+    Every received row is in exactly one known state (its (file_id, row_number) appears once and
+    lies within its file's row count); each file's row count matches its record; quarantined and
+    superseded rows say why; planned rows belong to a running run and carry their request hash;
+    applied rows have an application."""
     states = sorted(s.value for s in RequestState)
     checks = {
         "rows in requests != sum of manifest_files.rows_received": """
@@ -181,11 +191,16 @@ def invariant_violations(con: duckdb.DuckDBPyConnection) -> list[str]:
                    <> (SELECT coalesce(sum(rows_received), 0) FROM manifest_files)""",
         "a file's rows_received differs from its rows in requests": """
             SELECT count(*) > 0 FROM manifest_files f
-            WHERE f.rows_received <> (SELECT count(*) FROM requests r
-                                      WHERE r.file_digest = f.file_digest)""",
+            WHERE f.rows_received <> (SELECT count(*) FROM requests r WHERE r.file_id = f.file_id)""",
         "requests rows without a manifest_files record": """
             SELECT count(*) > 0 FROM requests r
-            WHERE NOT EXISTS (SELECT 1 FROM manifest_files f WHERE f.file_digest = r.file_digest)""",
+            WHERE NOT EXISTS (SELECT 1 FROM manifest_files f WHERE f.file_id = r.file_id)""",
+        # With the two checks above, this makes each file's rows exactly 0..rows_received-1.
+        "a (file_id, row_number) twice or outside its file's rows": """
+            SELECT (SELECT count(*) FROM requests r JOIN manifest_files f USING (file_id)
+                    WHERE r.row_number < 0 OR r.row_number >= f.rows_received) > 0
+                OR (SELECT count(*) FROM (SELECT file_id, row_number FROM requests
+                                          GROUP BY ALL HAVING count(*) > 1)) > 0""",
         "rows with a state outside the allowed set": f"""
             SELECT count(*) > 0 FROM requests
             WHERE state IS NULL OR state NOT IN ({", ".join(f"'{s}'" for s in states)})""",
@@ -195,10 +210,13 @@ def invariant_violations(con: duckdb.DuckDBPyConnection) -> list[str]:
         "planned rows outside a running run": """
             SELECT count(*) > 0 FROM requests r WHERE r.state = 'planned' AND NOT EXISTS (
                 SELECT 1 FROM runs WHERE runs.run_id = r.run_id AND runs.status = 'running')""",
+        "claimed rows without a request hash": """
+            SELECT count(*) > 0 FROM requests
+            WHERE state IN ('planned', 'applied') AND request_hash IS NULL""",
         "applied rows without an application": """
             SELECT count(*) > 0 FROM requests r WHERE r.state = 'applied' AND NOT EXISTS (
                 SELECT 1 FROM applications a
-                WHERE a.file_digest = r.file_digest AND a.row_number = r.row_number)""",
+                WHERE a.file_id = r.file_id AND a.row_number = r.row_number)""",
     }
     return [name for name, sql in checks.items() if warehouse.fetch_one(con, sql)[0]]
 

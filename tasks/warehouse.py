@@ -34,6 +34,7 @@ def connect(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         # DuckDB draws progress bars on stderr for long statements; they would land in run logs.
         con.execute("SET enable_progress_bar = false")
+        _check_schema_version(con, settings)
         for stmt in DDL:
             con.execute(stmt)
         con.execute(
@@ -43,6 +44,25 @@ def connect(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
     finally:
         con.close()
+
+
+def _check_schema_version(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Refuse a warehouse written with another table layout: `CREATE TABLE IF NOT EXISTS` would
+    keep its old tables and the first ledger write would fail half-way with a cryptic error."""
+    has_info = fetch_one(
+        con,
+        "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'schema_info'",
+    )
+    if has_info is None:
+        return
+    row = fetch_one(con, "SELECT value FROM schema_info WHERE key = 'warehouse_schema_version'")
+    if row is not None and row[0] != str(WAREHOUSE_SCHEMA_VERSION):
+        raise ForgetflowError(
+            f"warehouse {settings.warehouse_path} has schema version {row[0]}, this forgetflow "
+            f"needs {WAREHOUSE_SCHEMA_VERSION} and has no migration: move the file aside (or use "
+            "another FORGETFLOW_HOME) and ingest the manifests again"
+        )
 
 
 def fetch_one(
@@ -288,9 +308,15 @@ def file_seen(con: duckdb.DuckDBPyConnection, digest: str) -> bool:
     )
 
 
+def next_file_id(con: duckdb.DuckDBPyConnection) -> int:
+    """A file_id no file has (from a sequence: an id taken by a rolled-back ingest is not reused)."""
+    return int(fetch_one(con, "SELECT nextval('manifest_file_ids')")[0])
+
+
 def record_file(
     con: duckdb.DuckDBPyConnection,
     *,
+    file_id: int,
     digest: str,
     file_name: str,
     rows: int,
@@ -301,8 +327,9 @@ def record_file(
     validation: dict[str, Any] | None = None,
 ) -> None:
     con.execute(
-        "INSERT INTO manifest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO manifest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
+            file_id,
             digest,
             file_name,
             now(),
@@ -335,7 +362,7 @@ def files_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
                   count(r.state) FILTER (WHERE r.state = 'planned'),
                   count(r.state) FILTER (WHERE r.state = 'applied'),
                   count(r.state) FILTER (WHERE r.state = 'superseded')
-           FROM manifest_files f LEFT JOIN requests r USING (file_digest)
+           FROM manifest_files f LEFT JOIN requests r USING (file_id)
            GROUP BY ALL ORDER BY f.received_at, f.file_name"""
     ).fetchall()
     return [
@@ -366,8 +393,8 @@ def quarantined_rows(
         return []
     rows = con.execute(
         """SELECT f.file_name, r.row_number, r.request_hash, r.reason FROM requests r
-           JOIN manifest_files f USING (file_digest)
-           WHERE r.state = 'quarantined' AND r.file_digest IN (SELECT unnest(?))
+           JOIN manifest_files f USING (file_id)
+           WHERE r.state = 'quarantined' AND f.file_digest IN (SELECT unnest(?))
            ORDER BY f.file_name, r.row_number LIMIT ?""",
         [digests, limit],
     ).fetchall()

@@ -7,7 +7,7 @@ is asserted after every test by the `con` fixture."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from data_contracts import manifest as contract
 from data_contracts.settings import Settings
 from models.datasets import load_digits_dataset
 from tasks import ledger, warehouse
-from tasks.ingest import FileOutcome, inbox_files, ingest_file
+from tasks.ingest import INGEST_STEPS, FileOutcome, inbox_files, ingest_file
+from tasks.progress import progress_sink
 
 MODEL = "digits-logreg"
 NOW = datetime.now(UTC)
@@ -645,3 +646,23 @@ def test_hundred_thousand_rows_with_some_invalid_are_validated_in_full(con, sett
         contract.REASON_SUBJECT_UNKNOWN: 1000,
         f"duplicate request_id within file; request_id does not match {contract.REQUEST_ID_PATTERN}": 1000,
     }
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+def test_validating_a_file_reports_progress_per_step_under_a_safe_label(con, settings) -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    def factory(label: str) -> Callable[[int, int], None]:
+        return lambda done, total: seen.append((label, done, total))
+
+    with progress_sink(factory):
+        ingest_file(con, settings, deliver(settings, "day[1]\x1b.parquet", valid_rows(3)))
+        ingest_file(con, settings, deliver_bytes(settings, "junk.parquet", b"junk"))
+    assert seen == [
+        *(("validating day_1__.parquet", step, INGEST_STEPS) for step in range(1, 5)),
+        ("validating junk.parquet", INGEST_STEPS, INGEST_STEPS),  # a whole-file failure: done
+    ]
+    # Without a sink nothing is reported and nothing fails.
+    assert ingest_file(con, settings, deliver(settings, "quiet.parquet", valid_rows(2, "q"))).rows

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from data_contracts.errors import ForgetflowError
+from data_contracts.hashing import salted_hash
 from data_contracts.manifest import MANIFEST_SCHEMA
 from data_contracts.settings import Settings
 from tasks import ingest, ledger, warehouse
@@ -56,7 +58,8 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             "SELECT file_digest, rows_received, outcome FROM manifest_files ORDER BY 1"
         ).fetchall(),
         "requests": con.execute(
-            "SELECT file_digest, row_number, state FROM requests ORDER BY 1, 2"
+            "SELECT f.file_digest, r.row_number, r.state FROM requests r "
+            "JOIN manifest_files f USING (file_id) ORDER BY 1, 2"
         ).fetchall(),
         "runs": con.execute("SELECT run_id, status FROM runs ORDER BY 1").fetchall(),
         "applications": con.execute(
@@ -121,7 +124,8 @@ def test_crash_inside_the_ingest_transaction_leaves_the_ledger_unchanged(
     }
     assert again.outcome == "duplicate-file"
     per_file = con.execute(
-        "SELECT count(*) FROM requests WHERE file_digest = ?", [out.digest]
+        "SELECT count(*) FROM requests JOIN manifest_files USING (file_id) WHERE file_digest = ?",
+        [out.digest],
     ).fetchall()
     assert per_file == [(5,)]  # exactly once
 
@@ -187,8 +191,17 @@ def test_claim_then_release_returns_every_request_to_pending(con, settings) -> N
         con, settings, manifest(settings, "day1", ["subject-3", "subject-17"], bad=1)
     )
     ingest.ingest_file(con, settings, manifest(settings, "day2", ["subject-42"], model=None))
-    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1")
+    hashed = "SELECT state, count(request_hash) FROM requests GROUP BY state ORDER BY state"
+    # Ingestion hashes only the quarantined row; claiming hashes what it claims, with the salt.
+    assert con.execute(hashed).fetchall() == [("pending", 0), ("quarantined", 1)]
+    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1", salt=SALT)
     assert len(claim.request_keys) == 3 and claim.sample_ids
+    assert sorted(claim.request_hashes) == sorted(
+        salted_hash(r, salt=SALT) for r in ("day1-0", "day1-1", "day2-0")
+    )
+    assert {digest for digest, _ in claim.request_keys} == {
+        f["digest"] for f in warehouse.files_summary(con)
+    }
     assert warehouse.state_counts(con) == {
         "quarantined": 1,
         "pending": 0,
@@ -208,7 +221,7 @@ def test_claim_then_release_returns_every_request_to_pending(con, settings) -> N
 def test_claim_then_finalize_applies_each_request_once(con, settings) -> None:
     ingest.ingest_file(con, settings, manifest(settings, "day1", ["subject-3", "subject-17"]))
     ingest.ingest_file(con, settings, manifest(settings, "day2", ["subject-42"], model=None))
-    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1")
+    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1", salt=SALT)
     assert_ledger_invariant(con)
     ledger.finalize_run(
         con,
@@ -225,7 +238,7 @@ def test_claim_then_finalize_applies_each_request_once(con, settings) -> None:
     assert_ledger_invariant(con)
 
     # A later run finds nothing to do; re-delivering the same requests is a no-op.
-    assert ledger.claim_pending(con, model_name=MODEL, run_id="run-2").request_keys == []
+    assert ledger.claim_pending(con, model_name=MODEL, run_id="run-2", salt=SALT).request_keys == []
     ledger.release_run(con, run_id="run-2", status="finished", reason="nothing to do")
     out = ingest.ingest_file(con, settings, manifest(settings, "day1-again", ["subject-3"]))
     assert (
@@ -244,7 +257,7 @@ def test_superseded_and_quarantined_rows_are_never_claimed(con, settings) -> Non
     second = settings.inbox / "day2.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), second)
     ingest.ingest_file(con, settings, second)
-    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1")
+    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1", salt=SALT)
     assert len(claim.request_keys) == 1
     ledger.finalize_run(
         con,
@@ -267,7 +280,7 @@ def test_superseded_and_quarantined_rows_are_never_claimed(con, settings) -> Non
 
 def test_a_crash_between_claim_and_finalize_keeps_the_invariant(con, settings, monkeypatch) -> None:
     ingest.ingest_file(con, settings, manifest(settings, "day1", ["subject-3", "subject-17"]))
-    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1")
+    claim = ledger.claim_pending(con, model_name=MODEL, run_id="run-1", salt=SALT)
     before = snapshot(con)
     monkeypatch.setattr(warehouse, "record_version", crash)
     with pytest.raises(InjectedCrash):
@@ -305,5 +318,29 @@ def test_the_invariant_check_catches_a_lost_or_doubled_row(con, settings) -> Non
         "rows with a state outside the allowed set",
         "quarantined or superseded rows without a reason",
         "planned rows outside a running run",
+        "claimed rows without a request hash",
     ]
     con.execute("ROLLBACK")
+    # A doubled row; and a row moved to a number its file never had (same count, wrong keys).
+    con.execute("BEGIN TRANSACTION")
+    con.execute("INSERT INTO requests SELECT * FROM requests WHERE row_number = 0")
+    assert "a (file_id, row_number) twice or outside its file's rows" in (
+        ledger.invariant_violations(con)
+    )
+    con.execute("ROLLBACK")
+    con.execute("BEGIN TRANSACTION")
+    con.execute("UPDATE requests SET row_number = 7 WHERE row_number = 0")
+    assert ledger.invariant_violations(con) == [
+        "a (file_id, row_number) twice or outside its file's rows"
+    ]
+    con.execute("ROLLBACK")
+
+
+def test_a_warehouse_of_another_schema_version_is_refused_with_a_clear_message(settings) -> None:
+    with warehouse.connect(settings) as con:
+        con.execute("UPDATE schema_info SET value = '1' WHERE key = 'warehouse_schema_version'")
+    with (
+        pytest.raises(ForgetflowError, match="schema version 1, this forgetflow needs 2"),
+        warehouse.connect(settings),
+    ):
+        pass
