@@ -64,10 +64,11 @@ def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Ge
         candidates = enumerate_candidates(
             run.model, forget, policy=policy, ledger=ledger, data=(x, y), proxies=proxies
         )
+        # Paths running the same inner loop share one micro-run (one dict): count it once.
+        for run_once in {id(c.micro_run): c.micro_run for c in candidates if c.micro_run}.values():
+            micro["grad_evals"] += run_once["grad_evals"]
+            micro["seconds"] += run_once["seconds"]
         for cand in candidates:
-            if cand.micro_run is not None:
-                micro["grad_evals"] += cand.micro_run["grad_evals"]
-                micro["seconds"] += cand.micro_run["seconds"]
             if cand.rejected and cand.path != "pnsgd":
                 continue
             if cand.path == "pnsgd" and "epochs" not in cand.params:

@@ -236,8 +236,9 @@ MICRO_RUNS: dict[tuple[str, str], Step] = {
 }
 
 
-def can_calibrate(model: ForgettableModel, path: str) -> bool:
-    return (model.recipe_name, path) in MICRO_RUNS
+def calibration_budget(model: ForgettableModel) -> float:
+    """Grad-evals all micro-runs of one plan may spend together."""
+    return CALIBRATION_BUDGET_FRACTION * model.retrain_grad_evals(model.n_retained)
 
 
 def micro_run(

@@ -344,29 +344,33 @@ def _price_seconds(
     """Predicted seconds = measured part + the rest of the grad-evals x the path's rate. A viable
     path the ledger has no rate for gets one from a micro-run of its inner loop now (needs `data`),
     which the flow stores in the next version's ledger; its cost is at most
-    CALIBRATION_BUDGET_FRACTION of a retrain, shared by the paths that need one."""
-    from models.calibration import CALIBRATION_BUDGET_FRACTION, can_calibrate, micro_run
+    CALIBRATION_BUDGET_FRACTION of a retrain, shared by the paths that need one. Paths that run
+    the same inner loop (SISA's and PCMU's unlearning and retrain) share one micro-run."""
+    from models.calibration import MICRO_RUNS, calibration_budget, micro_run
 
     known = ledger.seconds_per_grad_eval_by_path
-    todo = [
-        c
-        for c in candidates
-        if data is not None
-        and c.path not in known
-        and not c.rejected
-        and policy.meets(c.guarantee)  # type: ignore[arg-type]
-        and can_calibrate(model, c.path)
-    ]
-    budget = CALIBRATION_BUDGET_FRACTION * model.retrain_grad_evals(model.n_retained)
-    for c in todo:
+    todo: dict[Any, list[Candidate]] = {}
+    for c in candidates:
+        step = MICRO_RUNS.get((model.recipe_name, c.path))
+        if (
+            data is not None
+            and step is not None
+            and c.path not in known
+            and not c.rejected
+            and policy.meets(c.guarantee)  # type: ignore[arg-type]
+        ):
+            todo.setdefault(step, []).append(c)
+    for same_loop in todo.values():
         run = micro_run(
             model,
-            c.path,
+            same_loop[0].path,
             *data,
             exclude_rows=forget_rows,
-            budget_grad_evals=budget / len(todo),
+            budget_grad_evals=calibration_budget(model) / len(todo),
         )
-        c.micro_run = run.as_dict()
+        measured = run.as_dict()
+        for c in same_loop:
+            c.micro_run = measured
     for c in candidates:
         if c.micro_run is not None:
             c.seconds_per_grad_eval = c.micro_run["seconds_per_grad_eval"]

@@ -450,3 +450,19 @@ def test_a_timing_nested_in_another_of_the_same_meter_counts_the_wall_time_once(
     with meter.timing():
         pass
     assert meter.seconds == 12.0
+
+
+def test_sisa_unlearning_and_retrain_share_one_micro_run_of_their_common_shard_loop(
+    digits, sisa_model
+) -> None:
+    from models.calibration import calibration_budget
+
+    train = digits.train_rows()
+    data = (digits.features[train], digits.labels[train])
+    rows = _forget(sisa_model.n_retained, 4)
+    candidates = enumerate_candidates(
+        sisa_model, rows, policy=Policy(), ledger=ModelLedger(lineage="sisa"), data=data
+    )
+    sisa, retrain = (next(c for c in candidates if c.path == p) for p in ("sisa", "retrain"))
+    assert sisa.micro_run is retrain.micro_run is not None
+    assert sisa.micro_run["grad_evals"] <= calibration_budget(sisa_model) + 3
