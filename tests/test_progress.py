@@ -136,3 +136,17 @@ def test_run_all_runs_each_benchmark_and_follows_its_loops(tmp_path: Path):
     assert bars["  outer loop"] == (3, 3)
     assert bars["  inner loop 2"] == (4, 4)
     assert sum(d == "  outer loop" for d in (t.description for t in progress.tasks)) == 3
+
+
+def test_run_all_lists_every_benchmark_module_and_refuses_unknown_names(
+    capsys: pytest.CaptureFixture[str],
+):
+    from benchmarks.run_all import discover, main
+
+    names = {b.name for b in discover()}
+    on_disk = {p.stem for p in (Path(__file__).parents[1] / "benchmarks").glob("[a-z]*.py")}
+    assert names == on_disk - {"run_all"} and "sisa_speedup" in names
+    assert main(["--list", "--only", "sisa_speedup"]) == 0
+    assert capsys.readouterr().out.startswith("sisa_speedup ")
+    assert main(["--only", "sisa_speedup,nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown benchmark(s) nope; known: ")
