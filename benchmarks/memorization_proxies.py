@@ -8,7 +8,9 @@ multinomial logistic regression (hidden = 0), and for digits with 5% canaries (m
 - Spearman with the reference, the tie ceiling of the reference, AUROC for spotting mem >= 0.25,
   and each proxy's extra cost as a fraction of one training run (grad-evals and wall seconds).
 Then proxy cost alone on a generated set (models.datasets.make_synthetic_dataset), and the audit's
-calibration on digits with canaries: retrain-vs-retrain pass rate, original model, RUM.
+calibration on digits with canaries: retrain-vs-retrain pass rate, original model, RUM, against
+retrained references and against the flow's cached shadow references. References are cached in
+DuckDB (tasks/features.py, --cache-home), so a re-run reads them instead of training them.
 
     .venv/bin/python -m benchmarks.memorization_proxies   # writes benchmarks/results/memorization_proxies.md
 """
@@ -22,13 +24,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models.audit import ModelEval, SplitEval, audit_unlearned, inject_canaries
+from data_contracts.settings import Settings
+from models.audit import (
+    CanaryWorld,
+    ModelEval,
+    audit_unlearned,
+    canary_world,
+    inject_canaries,
+    shadow_references,
+)
 from models.cost import CostMeter
-from models.datasets import load_digits_dataset, make_synthetic_dataset
+from models.datasets import Dataset, load_digits_dataset, make_synthetic_dataset
 from models.learning_events import LearningEvents
 from models.memorization import (
     ProxyScores,
@@ -37,12 +48,15 @@ from models.memorization import (
     holdout_retraining_proxy,
     learning_event_proxies,
     proxy_spearman,
-    subset_memorisation,
 )
 from models.mlp import MlpEnsemble, MlpRecipe, predict_proba, train_mlp
 from models.rum import rum_unlearn
+from tasks import features, warehouse
+from tasks.features import CachedReference
+from tasks.verification import AUDIT_REFERENCE_OUT_PER_ROW, AUDIT_REFERENCE_RUNS, shadow_recipe
 
 OUT = Path(__file__).parent / "results" / "memorization_proxies.md"
+CACHE_HOME = Path(".forgetflow") / "benchmarks"  # its warehouse.duckdb caches the references
 MLP = MlpRecipe(hidden=128, epochs=30, batch_size=32, lr=0.01)
 LOGREG = MlpRecipe(hidden=0, epochs=30, batch_size=32, lr=0.05)
 HOLDOUT_FINETUNE_EPOCHS = 5
@@ -51,6 +65,8 @@ HIGH_MEM = 0.25  # "highly memorised" for the AUROC column
 PROXY_SEEDS = (11, 12, 13)
 CANARY_FRACTION = 0.05
 GOAL_SPEARMAN, GOAL_COST = 0.6, 0.05
+# shadow-reference designs for the flow's RUM audit: (runs K, rows left out of each run per row)
+SHADOW_DESIGNS = ((AUDIT_REFERENCE_RUNS, AUDIT_REFERENCE_OUT_PER_ROW), (8, 2))
 
 
 @dataclass
@@ -112,22 +128,58 @@ def proxies_for_run(
     return proxies, meter
 
 
+def reference(
+    con: duckdb.DuckDBPyConnection,
+    ds: Dataset,
+    y: np.ndarray,
+    *,
+    recipe: MlpRecipe,
+    runs: int,
+    balanced_out_per_row: int | None = None,
+    heldout: tuple[np.ndarray, np.ndarray] | None = None,
+) -> CachedReference:
+    """The subset-model reference of (digits train rows, y) from the DuckDB cache, or trained.
+
+    Its models also score the test rows and, if given, `heldout` = (test positions, labels)
+    appended after them (held-out canaries carry other labels than the clean test split)."""
+    tr, te = ds.train_rows(), ds.test_rows()
+    test_ids = ds.sample_ids[te].tolist()
+    x_test, y_test = ds.features[te], ds.labels[te]
+    if heldout is not None:
+        rows, labels = heldout
+        test_ids += [f"{test_ids[r]}:heldout" for r in rows]
+        x_test, y_test = np.vstack([x_test, x_test[rows]]), np.r_[y_test, labels]
+    return features.cached_reference(
+        con,
+        dataset=ds.name,
+        sample_ids=ds.sample_ids[tr].tolist(),
+        x=ds.features[tr],
+        y=y,
+        test_ids=test_ids,
+        x_test=x_test,
+        y_test=y_test,
+        classes=ds.classes,
+        recipe=recipe,
+        runs=runs,
+        balanced_out_per_row=balanced_out_per_row,
+        seed=0,
+    )
+
+
 def proxy_table(
     name: str,
-    x: np.ndarray,
+    con: duckdb.DuckDBPyConnection,
+    ds: Dataset,
     y: np.ndarray,
-    x_hold: np.ndarray,
-    y_hold: np.ndarray,
     *,
-    classes: int,
     recipe: MlpRecipe,
     runs: int,
 ) -> list[str]:
-    start = time.perf_counter()
-    ref: ReferenceMemorisation = subset_memorisation(
-        x, y, classes=classes, recipe=recipe, runs=runs, seed=0
-    )
-    ref_seconds = time.perf_counter() - start
+    tr, te = ds.train_rows(), ds.test_rows()
+    x, x_hold, y_hold, classes = ds.features[tr], ds.features[te], ds.labels[te], ds.classes
+    cached = reference(con, ds, y, recipe=recipe, runs=runs)
+    ref: ReferenceMemorisation = cached.reference
+    ref_seconds = ref.seconds
     soft = ref.soft_scores()
     rows: dict[str, ProxyRow] = {}
     train_grad_evals, train_seconds = 0.0, []
@@ -154,7 +206,8 @@ def proxy_table(
         "",
         f"n = {len(y)} training rows; reference: K = {runs} runs on 70% subsets, "
         f"{ref.grad_evals / train_grad_evals:.0f}x one training run in grad-evals, "
-        f"{ref_seconds:.0f} s wall (the K runs train as one stacked ensemble). "
+        f"{ref_seconds:.0f} s wall (the K runs train as one stacked ensemble; "
+        f"{'read from the DuckDB cache' if cached.cached else 'computed now and cached'}). "
         f"Split-half Spearman {split_half:.2f} (Spearman-Brown for K: {full:.2f}); "
         f"{zeros:.0%} of rows have mem = 0 exactly, so no tie-free proxy can exceed "
         f"Spearman {ref.tie_ceiling():.2f} (tie ceiling); "
@@ -225,41 +278,42 @@ def synthetic_cost(n: int) -> list[str]:
     return [*lines, ""]
 
 
-def audit_calibration(worlds: int) -> list[str]:
-    """Retrain vs retrain, original vs retrain, RUM vs retrain on digits with canaries."""
+def _shadow_pair(cached: CachedReference, w: CanaryWorld) -> list[ModelEval]:
+    """Reference + twin assembled from the shadow models (as the flow's RUM audit does)."""
+    train_losses, test_losses = cached.losses()
+    return shadow_references(
+        train_losses=train_losses,
+        train_correct=cached.reference.correct,
+        member_mask=cached.reference.member_mask,
+        test_losses=test_losses,
+        test_correct=cached.test_correct,
+        forget_rows=w.forget,
+        retain_rows=w.retain,
+        test_rows=np.arange(len(w.y_test)),
+        heldout_rows=len(w.y_test) + np.arange(len(w.heldout)),
+    )
+
+
+def audit_calibration(worlds: int, con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Retrain vs retrain, original vs retrain, RUM vs retrain on digits with canaries; then the
+    same candidates against the flow's shadow references (tasks/verification.py)."""
     ds = load_digits_dataset()
     tr, te = ds.train_rows(), ds.test_rows()
     x, y, xt, yt = ds.features[tr], ds.labels[tr], ds.features[te], ds.labels[te]
     tally: dict[str, list] = {"retrain": [], "original": [], "rum": []}
     mia: dict[str, list[float]] = {"retrain": [], "original": [], "rum": [], "reference": []}
+    # (runs, out_per_row) -> candidate -> audits against that design's shadow references
+    shadow: dict[tuple[int, int], dict[str, list]] = {
+        d: {"retrain": [], "original": [], "rum": []} for d in SHADOW_DESIGNS
+    }
     rum_cost: list[float] = []
+    shadow_cost: dict[tuple[int, int], list[float]] = {d: [] for d in SHADOW_DESIGNS}
     for world in range(worlds):
-        rng = np.random.default_rng(100 + world)
-        perm = rng.permutation(len(y))
-        canaries, forget = perm[:40], np.sort(perm[:80])
-        y_train = inject_canaries(y, rows=canaries, classes=10, seed=world)
-        tperm = rng.permutation(len(yt))
-        held = tperm[:80]
-        y_held = inject_canaries(yt, rows=tperm[:40], classes=10, seed=world + 50)[held]
-        retain = np.setdiff1d(np.arange(len(y)), forget)
+        w = canary_world(x, y, xt, yt, classes=10, canaries=40, clean=40, seed=100 + world)
+        forget, retain, y_train = w.forget, w.retain, w.y
 
-        def evaluate(
-            model: MlpEnsemble,
-            forget=forget,
-            retain=retain,
-            y_train=y_train,
-            held=held,
-            y_held=y_held,
-        ) -> ModelEval:
-            def split(xs: np.ndarray, ys: np.ndarray) -> SplitEval:
-                return SplitEval.from_probs(predict_proba(model, xs), ys)
-
-            return ModelEval(
-                split(x[forget], y_train[forget]),
-                split(x[retain], y_train[retain]),
-                split(xt, yt),
-                split(xt[held], y_held),
-            )
+        def evaluate(model: MlpEnsemble, w: CanaryWorld = w) -> ModelEval:
+            return w.evaluate(lambda xs: predict_proba(model, xs))
 
         events, train_meter = LearningEvents.zeros(len(y)), CostMeter()
         original = train_mlp(
@@ -273,6 +327,22 @@ def audit_calibration(worlds: int) -> list[str]:
         for c in candidates:
             tally["retrain"].append(audit_unlearned(c, ref, [twin]))
         tally["original"].append(audit_unlearned(evaluate(original), ref, [twin]))
+        pairs = {}
+        for design in SHADOW_DESIGNS:
+            cached = reference(
+                con,
+                ds,
+                y_train,
+                recipe=shadow_recipe(MLP, runs=design[0], out_per_row=design[1]),
+                runs=design[0],
+                balanced_out_per_row=design[1],
+                heldout=(w.heldout, w.y_heldout),
+            )
+            shadow_cost[design].append(cached.reference.grad_evals / train_meter.grad_evals)
+            pairs[design] = s_ref, s_twin = _shadow_pair(cached, w)
+            for c in candidates:
+                shadow[design]["retrain"].append(audit_unlearned(c, s_ref, [s_twin]))
+            shadow[design]["original"].append(audit_unlearned(evaluate(original), s_ref, [s_twin]))
         for seed in (7, 8):
             res = rum_unlearn(
                 original,
@@ -286,6 +356,8 @@ def audit_calibration(worlds: int) -> list[str]:
             )
             rum_cost.append(res.grad_evals / train_meter.grad_evals)
             tally["rum"].append(audit_unlearned(evaluate(res.model), ref, [twin]))
+            for design, (s_ref, s_twin) in pairs.items():
+                shadow[design]["rum"].append(audit_unlearned(evaluate(res.model), s_ref, [s_twin]))
         for key, audits in tally.items():
             mia[key].append(audits[-1].metrics["mia_auc"])
         mia["reference"].append(tally["original"][-1].metrics["mia_auc_reference"])
@@ -317,8 +389,39 @@ def audit_calibration(worlds: int) -> list[str]:
         "",
         f"RUM cost: {np.mean(rum_cost):.1%} of one training run in grad-evals.",
         "",
+        "The flow's audit cannot afford retrained references (each costs a training run, more "
+        "than RUM saves). It uses shadow references instead: K MLPs on balanced subsets (every "
+        "row left out of exactly 2, so each forget row is scored by a model that never saw it "
+        "and the twin by another), each trained for as many steps as the full model (epochs / "
+        "subset fraction), once per training data + recipe, and cached in "
+        "DuckDB. The same candidates against shadow references of each design "
+        f"(the flow uses K = {AUDIT_REFERENCE_RUNS}):",
+        "",
+        "| shadow design | one-off cost (training runs) | retrain passes | original fails | "
+        "RUM passes | most frequent failures (retrain; RUM) |",
+        "|---|---|---|---|---|---|",
     ]
-    return lines
+    for design, by_candidate in shadow.items():
+        runs, out = design
+        counts = {k: (sum(a.passed for a in v), len(v)) for k, v in by_candidate.items()}
+
+        def top(audits: list) -> str:
+            reasons: dict[str, int] = {}
+            for a in audits:
+                for r in a.reasons:
+                    reasons[r.split(" ")[0]] = reasons.get(r.split(" ")[0], 0) + 1
+            return ", ".join(
+                f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])
+            )
+
+        lines.append(
+            f"| K = {runs}, {1 - out / runs:.0%} subsets | {np.mean(shadow_cost[design]):.2f} | "
+            f"{counts['retrain'][0]}/{counts['retrain'][1]} | "
+            f"{counts['original'][1] - counts['original'][0]}/{counts['original'][1]} | "
+            f"{counts['rum'][0]}/{counts['rum'][1]} | "
+            f"{top(by_candidate['retrain']) or '-'}; {top(by_candidate['rum']) or '-'} |"
+        )
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -327,12 +430,17 @@ def main() -> None:
     parser.add_argument("--synthetic-n", type=int, default=200_000)
     parser.add_argument("--audit-worlds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--cache-home",
+        type=Path,
+        default=CACHE_HOME,
+        help="DuckDB warehouse caching the subset-model references (tasks/features.py)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     ds = load_digits_dataset()
-    tr, te = ds.train_rows(), ds.test_rows()
-    x, y, x_hold, y_hold = ds.features[tr], ds.labels[tr], ds.features[te], ds.labels[te]
+    y = ds.labels[ds.train_rows()]
     rng = np.random.default_rng(0)
     canaries = rng.choice(len(y), round(CANARY_FRACTION * len(y)), replace=False)
     y_canaries = inject_canaries(y, rows=canaries, classes=10, seed=0)
@@ -361,38 +469,33 @@ def main() -> None:
         "run as large vectorised passes over training's small mini-batches.",
         "",
     ]
-    lines += proxy_table(
-        "Digits, MLP 65 -> 128 -> 10 (Adam 0.01, 30 epochs, batch 32)",
-        x,
-        y,
-        x_hold,
-        y_hold,
-        classes=10,
-        recipe=MLP,
-        runs=args.runs,
-    )
-    lines += proxy_table(
-        "Digits, multinomial logistic regression (hidden = 0, Adam 0.05, 30 epochs)",
-        x,
-        y,
-        x_hold,
-        y_hold,
-        classes=10,
-        recipe=LOGREG,
-        runs=args.runs,
-    )
-    lines += proxy_table(
-        f"Digits with {CANARY_FRACTION:.0%} canaries ({len(canaries)} mislabelled rows), MLP",
-        x,
-        y_canaries,
-        x_hold,
-        y_hold,
-        classes=10,
-        recipe=MLP,
-        runs=args.runs,
-    )
-    lines += synthetic_cost(args.synthetic_n)
-    lines += audit_calibration(args.audit_worlds)
+    with warehouse.connect(Settings(home=args.cache_home, hash_salt="benchmark")) as con:
+        lines += proxy_table(
+            "Digits, MLP 65 -> 128 -> 10 (Adam 0.01, 30 epochs, batch 32)",
+            con,
+            ds,
+            y,
+            recipe=MLP,
+            runs=args.runs,
+        )
+        lines += proxy_table(
+            "Digits, multinomial logistic regression (hidden = 0, Adam 0.05, 30 epochs)",
+            con,
+            ds,
+            y,
+            recipe=LOGREG,
+            runs=args.runs,
+        )
+        lines += proxy_table(
+            f"Digits with {CANARY_FRACTION:.0%} canaries ({len(canaries)} mislabelled rows), MLP",
+            con,
+            ds,
+            y_canaries,
+            recipe=MLP,
+            runs=args.runs,
+        )
+        lines += synthetic_cost(args.synthetic_n)
+        lines += audit_calibration(args.audit_worlds, con)
     lines.append(f"Total benchmark wall time: {time.perf_counter() - start:.0f} s.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -234,6 +234,7 @@ def shadow_references(
     forget_rows: np.ndarray,
     retain_rows: np.ndarray,
     heldout_rows: np.ndarray,
+    test_rows: np.ndarray | None = None,
     draws: int = 2,
 ) -> list[ModelEval]:
     """`draws` reference evaluations assembled from shadow models instead of retrains.
@@ -243,9 +244,10 @@ def shadow_references(
     with the d-th model that did NOT train on it (what a retrain without it predicts), each retain
     row with the d-th model that did, and test / held-out rows with model d. Reference 0 is the
     audit's reference, the others its twins for the noise floor. All inputs are (runs, rows)
-    arrays; `heldout_rows` index the test arrays. Trained once per dataset and recipe, they serve
-    every audit of every forget set; they are trained on a fraction of the rows, which the audit's
-    tolerances must absorb (measured in tests/test_rum.py)."""
+    arrays; `test_rows` (default: all) and `heldout_rows` index the test arrays. Trained once
+    per dataset and recipe, they serve every audit of every forget set; they are trained on a
+    fraction of the rows, which the audit's tolerances must absorb (measured in
+    benchmarks/results/memorization_proxies.md and tests/test_rum_flow.py)."""
     member_mask = np.asarray(member_mask, dtype=bool)
     if train_losses.shape != member_mask.shape or train_correct.shape != member_mask.shape:
         raise ValueError("train_losses, train_correct and member_mask must be (runs, n) arrays")
@@ -255,7 +257,7 @@ def shadow_references(
         raise ValueError(f"draws must be in [1, runs={member_mask.shape[0]}], got {draws}")
     forget_rows, retain_rows = np.asarray(forget_rows), np.asarray(retain_rows)
     heldout_rows = np.asarray(heldout_rows)
-    test_all = np.arange(test_losses.shape[1])
+    test_all = np.arange(test_losses.shape[1]) if test_rows is None else np.asarray(test_rows)
     out = []
     for d in range(draws):
         f_run = _nth_run(~member_mask[:, forget_rows], d, "non-member")

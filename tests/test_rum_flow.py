@@ -55,7 +55,8 @@ def _deliver(settings: Settings, name: str, subjects: list[str]) -> None:
 def _trained() -> Settings:
     from flows.train import train_flow
 
-    train_flow(dataset="digits", recipe="mlp", name=MODEL, seed=0)
+    # 15 epochs instead of 30 keeps the test fast; RUM (~5 epochs) stays under half a retrain
+    train_flow(dataset="digits", recipe="mlp", name=MODEL, seed=0, overrides={"epochs": 15})
     return Settings()
 
 
@@ -105,7 +106,8 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
         assert {"tow", "mia_auc", "mia_auc_reference", "ks_forget_pvalue"} <= set(audit["metrics"])
         refs = audit["references"]
         assert refs["cached"] is False and refs["runs"] == 4 and refs["subset_fraction"] == 0.5
-        assert refs["one_off_fraction_of_training"] == pytest.approx(2.0, rel=0.05)  # + scoring
+        # 4 half-data models at twice the epochs, plus scoring passes
+        assert refs["one_off_fraction_of_training"] == pytest.approx(4.0, rel=0.05)
         assert audit["sizes"]["forget"] == cert.forget_set_size
         version = registry.client(settings).get_model_version(MODEL, "2")
         assert version.tags["audit_passed"] == "true"
@@ -135,10 +137,10 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
             assert audit["references"]["cached"] is True  # shadow models trained once
             assert audit["references"]["grad_evals_this_run"] == 0.0
     with warehouse.connect(settings) as con:
-        (keys,) = con.execute(
+        keys = con.execute(
             "SELECT count(DISTINCT reference_key) FROM reference_memorization"
-        ).fetchall()[0:1]
-    assert keys == (1,)
+        ).fetchall()[0][0]
+    assert keys == 1
 
 
 def test_a_rum_that_does_not_unlearn_fails_its_audit_and_falls_back_to_retrain(
@@ -156,7 +158,7 @@ def test_a_rum_that_does_not_unlearn_fails_its_audit_and_falls_back_to_retrain(
             """SELECT t.subject_id FROM memorization_features f JOIN training_index t
                  ON t.sample_id = f.sample_id AND t.dataset = 'digits'
                WHERE f.model_name = ? AND f.model_version = 1
-               ORDER BY f.confidence LIMIT 12""",
+               ORDER BY f.confidence LIMIT 40""",
             [MODEL],
         ).fetchall()
     subjects = list(dict.fromkeys(r[0] for r in rows))
@@ -173,5 +175,6 @@ def test_a_rum_that_does_not_unlearn_fails_its_audit_and_falls_back_to_retrain(
     assert attempt["path"] == "rum"
     failed = {r.split(" ")[1] for r in attempt["reasons"] if r.startswith("audit: ")}
     assert failed & {"forget_acc_gap", "mia_auc_gap", "ks_forget"}, attempt["reasons"]
-    assert attempt["metrics"]["audit.forget_acc"] == 1.0  # the parent still fits them all
+    metrics = attempt["metrics"]  # the parent still fits rows a model without them gets wrong
+    assert metrics["audit.forget_acc"] > metrics["audit.forget_acc_reference"] + 0.1
     assert np.isfinite(attempt["metrics"]["audit.ks_forget_floor"])
