@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
@@ -412,16 +413,34 @@ def test_forget_now_via_api_registers_v2_and_nightly_keeps_its_utc_cron(tmp_path
         assert triggered["invalid"] in (409, 422), "the API must reject epsilon = -1"
         assert serving.poll() is None, _log_tail(tmp_path / "serve.log")
 
-        stop(serving)  # a restart of the serving process must not pause the nightly schedule
+        # Stopping and restarting the serving process must not pause the nightly schedule, and
+        # registering again must not add a second schedule.
+        stop(serving)
         serving = None
-        nightly = _read_deployment(api_url, "nightly-forgetting")
+        for restart in (False, True):
+            if restart:
+                before = _read_deployment(api_url, "nightly-forgetting")["updated"]
+                serving = start_process(
+                    [sys.executable, "-c", "from flows.ops_commands import serve; serve()"],
+                    env=client_env,
+                    cwd=work,
+                    log_path=tmp_path / "serve-again.log",
+                )
+                deadline = time.monotonic() + 120
+                while _read_deployment(api_url, "nightly-forgetting")["updated"] == before:
+                    assert time.monotonic() < deadline, _log_tail(tmp_path / "serve-again.log")
+                    assert serving.poll() is None, _log_tail(tmp_path / "serve-again.log")
+                    time.sleep(1)
+                stop(serving)
+                serving = None
+            nightly = _read_deployment(api_url, "nightly-forgetting")
+            schedules = [
+                [s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]]
+                for s in nightly["schedules"]
+            ]
+            assert schedules == [[NIGHTLY_CRON, "UTC", True]]  # the default, as `make serve` uses
+            assert nightly["paused"] is False
         manual = _read_deployment(api_url, "forget-now")
-        schedules = [
-            [s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]]
-            for s in nightly["schedules"]
-        ]
-        assert schedules == [[NIGHTLY_CRON, "UTC", True]]  # the default, as `make serve` uses
-        assert nightly["paused"] is False
         assert manual["schedules"] == []
         assert [d["global_concurrency_limit"]["limit"] for d in (nightly, manual)] == [1, 1]
         assert triggered["versions"] == [1, 2]
