@@ -37,6 +37,7 @@ from scipy.special import ndtr, ndtri
 from models.cost import CostMeter
 from models.learning_events import LearningEvents
 from models.logreg import DTYPE, output_width, per_example_gradients, probabilities
+from models.progress import Progress
 
 # sigma * PhiInv(2/3): below this dead zone the zero outcome never wins, Q degenerates to sign(g)
 # whose only flip point is g = 0, and every always-zero feature (digits has several) has margin 0.
@@ -366,9 +367,11 @@ def _descend(
     meter: CostMeter,
     events: LearningEvents | None = None,
     stored: torch.Tensor | None = None,
+    progress: Progress | None = None,
 ) -> _Segment:
     """Full-batch steps first_step..T-1 from w; stops at a fixed point, or (replay) as soon as the
     weights bitwise equal the stored checkpoint of the same step: from there the runs coincide.
+    `progress(t + 1, T)` after each step t; (T, T) at a fixed point, whose later steps are no-ops.
 
     Zhang et al., NeurIPS 2022, training with quantized smoothed gradients (reconstruction)."""
     flip = recipe.flip_point()
@@ -386,7 +389,11 @@ def _descend(
         q = quantize(g + recipe.m * w, flip=flip)
         if recipe.stop_at_fixed_point and not bool(q.any()):
             segment.weights, segment.next_step = w, recipe.steps
+            if progress is not None:
+                progress(recipe.steps, recipe.steps)
             return segment
+        if progress is not None:
+            progress(t + 1, recipe.steps)
         w = w - recipe.eta * q
         if stored is not None and t + 1 < stored.shape[0] and torch.equal(w, stored[t + 1]):
             segment.weights, segment.next_step, segment.rejoined = w, t + 1, True
@@ -437,18 +444,22 @@ def train_pcmu(
     seed: int,
     events: LearningEvents | None = None,
     meter: CostMeter | None = None,
+    progress: Progress | None = None,
 ) -> PcmuModel:
     """Train by full-batch quantized steps, storing what the check and the replay need.
 
     Zhang et al., NeurIPS 2022 (reconstruction, algorithms.md sec. 2). Costs n grad-evals per
-    computed step; stops early (exactly) once Q = 0 everywhere if the recipe says so."""
+    computed step; stops early (exactly) once Q = 0 everywhere if the recipe says so.
+    `progress(done, T)` per step, reaching (T, T) at the end, early stop included."""
     output_width(classes)  # raises on classes < 2
     recipe.validate(n=len(y))
     xt, yt = _training_tensors(x, y, classes=classes)
     meter = meter or CostMeter()
     w0 = _initial_weights(dim=xt.shape[1], classes=classes, recipe=recipe, seed=seed)
     with meter.timing():
-        run = _descend(w0, xt, yt, first_step=0, recipe=recipe, meter=meter, events=events)
+        run = _descend(
+            w0, xt, yt, first_step=0, recipe=recipe, meter=meter, events=events, progress=progress
+        )
     allowance = _rounding_allowance(
         n=len(yt), clip=recipe.clip, l2_max=_l2_max(recipe, torch.stack(run.checkpoints))
     )
@@ -485,6 +496,7 @@ def _check_steps(
     *,
     start: int,
     meter: CostMeter,
+    progress: Progress | None = None,
 ) -> _CheckRun:
     """Data-dependent check from `start`: exact shift (m g_t - sum_F grad_i(w_t)) / (n - m) of the
     mean gradient, compared with the flip points; |F| grad-evals per step.
@@ -511,6 +523,8 @@ def _check_steps(
         if certain and torch.equal(q_new, quantize(g_ref + recipe.m * w, flip=flip)):
             run.mean_gradients.append(g_new)
             run.slack.append(slack_new)
+            if progress is not None:
+                progress(t + 1, recipe.steps)
             continue
         run.stop, run.failed_gradient, run.failed_slack = t, g_new, slack_new
         run.decided_q = q_new if certain else None
@@ -581,6 +595,7 @@ def pcmu_unlearn(
     *,
     recipe: PcmuRecipe,
     meter: CostMeter | None = None,
+    progress: Progress | None = None,
 ) -> PcmuUnlearning:
     """Exactly the model PCMU training on the retained rows gives, by the cheapest sound path.
 
@@ -588,11 +603,14 @@ def pcmu_unlearn(
     check: the data-dependent check passes on every stored step (S * |F| grad-evals);
     replay: recompute from the first flip on the retained rows (n - |F| per step), going back to
     the cheap check whenever the replay bitwise rejoins the stored trajectory (algorithms.md sec. 2).
-    x, y are the rows the model currently represents; forget_rows are positions in them."""
+    x, y are the rows the model currently represents; forget_rows are positions in them.
+    `progress(t, T)` follows the trajectory step t checked or replayed, ending at (T, T)."""
     xt, yt, f, keep = _forget_split(model, x, y, forget_rows, recipe)
     meter = meter or CostMeter()
     m, rows = int(f.size), model.rows
     if m <= model.budget():
+        if progress is not None:
+            progress(recipe.steps, recipe.steps)  # nothing to recompute: every step stands
         new = replace(model, removed=model.removed + m)
         result = PcmuUnlearning(new, "budget", None, {})
         result.certificate = _certificate(result, rows_before=rows, removed_rows=m)
@@ -608,7 +626,7 @@ def pcmu_unlearn(
     t = 0
     with meter.timing():
         while True:
-            run = _check_steps(model, xf, yf, start=t, meter=meter)
+            run = _check_steps(model, xf, yf, start=t, meter=meter, progress=progress)
             check_evals += run.grad_evals
             checkpoints.extend(model.checkpoints[t : run.stop])
             gradients.extend(run.mean_gradients)
@@ -628,6 +646,8 @@ def pcmu_unlearn(
                     weights = w
                     break
                 w, t = w - recipe.eta * run.decided_q, t + 1
+                if progress is not None:
+                    progress(t, recipe.steps)
                 if t == recipe.steps:
                     weights = w
                     break
@@ -636,7 +656,14 @@ def pcmu_unlearn(
                     continue
             before = meter.grad_evals
             seg = _descend(
-                w, xk, yk, first_step=t, recipe=recipe, meter=meter, stored=model.checkpoints
+                w,
+                xk,
+                yk,
+                first_step=t,
+                recipe=recipe,
+                meter=meter,
+                stored=model.checkpoints,
+                progress=progress,
             )
             replay_evals += meter.grad_evals - before
             replayed += len(seg.checkpoints)
@@ -651,6 +678,8 @@ def pcmu_unlearn(
                 break
             rejoins += 1
             t = seg.next_step
+    if progress is not None:
+        progress(recipe.steps, recipe.steps)  # steps past a fixed point are no-ops
 
     new = _build_model(
         weights=weights,

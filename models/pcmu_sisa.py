@@ -38,6 +38,7 @@ from models.pcmu import (
     pcmu_unlearn,
     train_pcmu,
 )
+from models.progress import Progress, counter
 from models.sisa import aggregate_probabilities, assign_shards_and_slices, stream_seed
 
 RECIPE_NAME = "pcmu-sisa"
@@ -233,12 +234,14 @@ def train_sharded_pcmu(
     exclude_rows: np.ndarray | None = None,
     events: LearningEvents | None = None,
     meter: CostMeter | None = None,
+    progress: Progress | None = None,
 ) -> ShardedPcmuModel:
     """Train one PCMU model per shard on its rows (minus `exclude_rows`), in position order.
 
     Bourtoule et al., arXiv 1912.03817, sec. IV (shards) x Zhang et al., NeurIPS 2022 (each shard,
     algorithms.md sec. 2). With `exclude_rows` = F and the same `shard_of_row` and seed, this is the
-    from-scratch reference `sharded_pcmu_unlearn` reproduces bit for bit."""
+    from-scratch reference `sharded_pcmu_unlearn` reproduces bit for bit. `progress(done, S)` is
+    called per shard."""
     x, y = np.asarray(x), np.asarray(y)
     n = len(y)
     if len(x) != n:
@@ -264,20 +267,22 @@ def train_sharded_pcmu(
         classes=classes,
     )
     meter = meter or CostMeter()
-    model.shard_models = [
-        _train_shard(
-            x,
-            y,
-            model.shard_rows(s),
-            shard=s,
-            classes=classes,
-            recipe=recipe,
-            seed=seed,
-            events=events,
-            meter=meter,
+    tick = counter(progress, recipe.shards)
+    for s in range(recipe.shards):
+        model.shard_models.append(
+            _train_shard(
+                x,
+                y,
+                model.shard_rows(s),
+                shard=s,
+                classes=classes,
+                recipe=recipe,
+                seed=seed,
+                events=events,
+                meter=meter,
+            )
         )
-        for s in range(recipe.shards)
-    ]
+        tick()
     return model
 
 
@@ -337,13 +342,15 @@ def sharded_pcmu_unlearn(
     forget_rows: np.ndarray,
     *,
     meter: CostMeter | None = None,
+    progress: Progress | None = None,
 ) -> ShardedPcmuUnlearning:
     """Exactly remove `forget_rows` (positions in the full training arrays x, y).
 
     Each affected shard runs PCMU's cheapest sound path (budget, data-dependent check, or replay
     from the first flipped step; algorithms.md sec. 2) on its own rows; unaffected shards are
     untouched (Bourtoule et al., arXiv 1912.03817, sec. IV). A batch of requests is one forget
-    set: one check (and at most one replay) per affected shard serves all of them."""
+    set: one check (and at most one replay) per affected shard serves all of them.
+    `progress(done, total)` is called per affected shard."""
     x, y = np.asarray(x), np.asarray(y)
     if len(y) != model.n or len(x) != model.n:
         raise ValueError(f"x and y must be the model's {model.n} training rows, got {len(y)}")
@@ -356,6 +363,7 @@ def sharded_pcmu_unlearn(
     shard_models = list(model.shard_models)
     outcomes: list[ShardOutcome] = []
     run = CostMeter()
+    tick = counter(progress, len(affected))
     with run.timing():
         for s, rows_f in sorted(affected.items()):
             rows = model.shard_rows(s)
@@ -363,6 +371,7 @@ def sharded_pcmu_unlearn(
             if state is None or before - rows_f.size < MIN_SHARD_ROWS:
                 shard_models[s] = None  # train_sharded_pcmu drops such a shard too
                 outcomes.append(ShardOutcome(s, "dropped", before, int(rows_f.size)))
+                tick()
                 continue
             done = pcmu_unlearn(
                 state,
@@ -385,6 +394,7 @@ def sharded_pcmu_unlearn(
                     done.replay_grad_evals,
                 )
             )
+            tick()
     if meter is not None:
         meter.grad_evals += run.grad_evals
         meter.seconds += run.seconds

@@ -25,6 +25,7 @@ from models.audit import AuditResult
 from models.cost import CostMeter
 from models.memorization import Direction, orient
 from models.mlp import DTYPE, MlpEnsemble, MlpRecipe, fine_tune
+from models.progress import Progress, counter
 
 GROUPS = ("low", "medium", "high")
 
@@ -202,13 +203,15 @@ def rum_unlearn(
     recipe: RumRecipe | None = None,
     seed: int,
     meter: CostMeter | None = None,
+    progress: Progress | None = None,
 ) -> RumResult:
     """Unlearn `forget_rows` of (x, y) from `model` with RUM; `model` itself is left unchanged.
 
     `proxy_scores` has one memorisation-proxy value per row of x (e.g. the learning events recorded
     when `model` was trained on x); `direction` says whether high values mean high memorisation.
     arXiv 2406.01257, sec. 4: split the forget set (split_by_memorisation), then unlearn the low,
-    medium and high groups in that order, each from the previous model."""
+    medium and high groups in that order, each from the previous model. `progress(done, 3)` is
+    called per group (a group with nothing to do counts as done)."""
     recipe = recipe or RumRecipe()
     recipe.validate()
     n = len(y)
@@ -247,13 +250,16 @@ def rum_unlearn(
             meter=own,
         )
 
+    tick = counter(progress, len(GROUPS))
     before = own.grad_evals
     if groups["low"].size and recipe.low_action == "finetune" and recipe.low_epochs:
         current = finetune(recipe.low_epochs, seed)
     stage["low"], before = own.grad_evals - before, own.grad_evals
+    tick()
     if groups["medium"].size and recipe.finetune_epochs:
         current = finetune(recipe.finetune_epochs, seed + 1)
     stage["medium"], before = own.grad_evals - before, own.grad_evals
+    tick()
     if groups["high"].size and recipe.neggrad_epochs:
         current = neggrad_plus(
             current,
@@ -270,6 +276,7 @@ def rum_unlearn(
             meter=own,
         )
     stage["high"] = own.grad_evals - before
+    tick()
     if current is model:  # nothing ran: still hand back a distinct object the caller may modify
         current = copy.deepcopy(model)
     if meter is not None:

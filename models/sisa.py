@@ -16,6 +16,7 @@ a stream derived from `seed` alone, so `sisa_unlearn` returns, bit for bit, the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 from models.cost import CostMeter
 from models.learning_events import LearningEvents
 from models.logreg import DTYPE, clipped_mean_gradient, output_width, probabilities, smoothness
+from models.progress import Progress, counter
 from models.weights import state_sha256
 
 # Stream tags keep the assignment RNG and the per-(shard, slice) batch-order RNGs independent.
@@ -172,8 +174,10 @@ def _train_shard(
     seed: int,
     events: LearningEvents | None,
     meter: CostMeter,
+    tick: Callable[[], None],
 ) -> list[torch.Tensor]:
-    """Slices start_slice..R-1 of one shard from weights `w`; returns the checkpoint of each.
+    """Slices start_slice..R-1 of one shard from weights `w`; returns the checkpoint of each
+    and calls `tick()` after each one (progress only: it never touches the RNG or the weights).
 
     Slice r runs epochs_per_slice epochs of mini-batch SGD on the retained rows of slices 0..r
     (arXiv 1912.03817, sec. IV), with a batch order drawn from the (seed, shard, r) stream only,
@@ -197,6 +201,7 @@ def _train_shard(
                 w = w - eta * grad
             meter.add_gradients(len(rows))
         checkpoints.append(w.clone())
+        tick()
     return checkpoints
 
 
@@ -238,12 +243,14 @@ def train_sisa(
     exclude_rows: np.ndarray | None = None,
     events: LearningEvents | None = None,
     meter: CostMeter | None = None,
+    progress: Progress | None = None,
 ) -> SisaModel:
     """Train S isolated shard models, R slices each, checkpointing after every slice.
 
     Bourtoule et al., arXiv 1912.03817, sec. IV. Row positions in `exclude_rows` keep their
     assignment but are never trained on: this is "train from scratch on D minus F with the same
-    shard/slice assignment", the reference `sisa_unlearn` must reproduce bit for bit."""
+    shard/slice assignment", the reference `sisa_unlearn` must reproduce bit for bit.
+    `progress(done, total)` is called per (shard, slice), total S * R."""
     xt, yt = _as_tensors(x, y)
     n = len(yt)
     recipe.validate(n=n, classes=classes)
@@ -266,6 +273,7 @@ def train_sisa(
     )
     w0 = torch.zeros((xt.shape[1], output_width(classes)), dtype=DTYPE)  # data-independent start
     meter = meter or CostMeter()
+    tick = counter(progress, recipe.shards * recipe.slices)
     with meter.timing():
         checkpoints = [
             torch.stack(
@@ -281,6 +289,7 @@ def train_sisa(
                     seed=seed,
                     events=events,
                     meter=meter,
+                    tick=tick,
                 )
             )
             for s in range(recipe.shards)
@@ -327,6 +336,7 @@ def sisa_unlearn(
     recipe: SisaRecipe,
     seed: int,
     meter: CostMeter | None = None,
+    progress: Progress | None = None,
 ) -> SisaUnlearning:
     """Exactly remove `forget_rows` (positions in the original x): retrain only affected shards.
 
@@ -334,7 +344,8 @@ def sisa_unlearn(
     at the end of the slice before its earliest affected slice (from zero weights if that is slice
     0) and retrains the later slices on the remaining rows with the same per-(shard, slice) seeds.
     Rows already removed are no-ops. `model` is not modified; x and y are the full original
-    arrays, so positions keep their meaning."""
+    arrays, so positions keep their meaning. `progress(done, total)` is called per retrained
+    (shard, slice)."""
     xt, yt = _as_tensors(x, y)
     n = model.n
     if len(yt) != n:
@@ -376,6 +387,7 @@ def sisa_unlearn(
         removed=removed,
     )
     run = CostMeter()
+    tick = counter(progress, sum(recipe.slices - r0 for r0 in affected.values()))
     with run.timing():
         for s, r0 in sorted(affected.items()):
             start = (
@@ -395,6 +407,7 @@ def sisa_unlearn(
                 seed=seed,
                 events=None,
                 meter=run,
+                tick=tick,
             )
             new.slice_checkpoints[s, r0:] = torch.stack(redone)
             new.shard_weights[s] = redone[-1]

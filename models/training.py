@@ -16,8 +16,7 @@ from models.datasets import Dataset
 from models.forgettable import ForgettableModel, mlp_arrays, sisa_arrays
 from models.learning_events import LearningEvents
 from models.pnsgd import PRESETS, PnsgdRecipe, initial_weights, run_pnsgd
-
-Progress = Callable[[int, int], None]
+from models.progress import Progress, epoch_hook
 
 
 @dataclass
@@ -60,7 +59,16 @@ def _fit_sisa(x, y, classes, overrides, seed, events, meter, progress) -> Fitted
     from models.sisa import SisaRecipe, train_sisa
 
     recipe = SisaRecipe(**overrides)
-    sisa = train_sisa(x, y, classes=classes, recipe=recipe, seed=seed, events=events, meter=meter)
+    sisa = train_sisa(
+        x,
+        y,
+        classes=classes,
+        recipe=recipe,
+        seed=seed,
+        events=events,
+        meter=meter,
+        progress=progress,
+    )
     return Fitted("sisa", recipe.as_dict(), sisa_arrays(sisa))
 
 
@@ -69,7 +77,16 @@ def _fit_pcmu(x, y, classes, overrides, seed, events, meter, progress) -> Fitted
     from models.pcmu import PcmuRecipe, train_pcmu
 
     recipe = PcmuRecipe(**overrides)
-    pcmu = train_pcmu(x, y, classes=classes, recipe=recipe, seed=seed, events=events, meter=meter)
+    pcmu = train_pcmu(
+        x,
+        y,
+        classes=classes,
+        recipe=recipe,
+        seed=seed,
+        events=events,
+        meter=meter,
+        progress=progress,
+    )
     return Fitted("pcmu", recipe.as_dict(), pcmu.to_arrays())
 
 
@@ -92,6 +109,7 @@ def _fit_sharded_pcmu(
         shard_of_row=shard_of_row,
         events=events,
         meter=meter,
+        progress=progress,
     )
     return Fitted("pcmu", recipe.as_dict(), model.to_arrays())
 
@@ -101,7 +119,16 @@ def _fit_mlp(x, y, classes, overrides, seed, events, meter, progress) -> Fitted:
     from models.mlp import MlpRecipe, train_mlp
 
     recipe = MlpRecipe(**overrides)
-    net = train_mlp(x, y, classes=classes, recipe=recipe, seed=seed, events=events, meter=meter)
+    net = train_mlp(
+        x,
+        y,
+        classes=classes,
+        recipe=recipe,
+        seed=seed,
+        events=events,
+        meter=meter,
+        on_epoch_end=epoch_hook(progress, recipe.epochs),
+    )
     return Fitted(
         "plain", {**recipe.as_dict(), "layers": 2 if recipe.hidden > 0 else 1}, mlp_arrays(net)
     )

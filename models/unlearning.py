@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,9 +14,8 @@ from models.cost import CostMeter
 from models.forgettable import ForgettableModel, mlp_arrays, sisa_arrays
 from models.planner import ModelLedger, Plan
 from models.pnsgd import PnsgdRecipe, recipe_constants, run_pnsgd
+from models.progress import Progress, epoch_hook
 from models.retrain import retrain_pnsgd
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -93,6 +91,7 @@ def _sisa(
     y: np.ndarray,
     forget_rows: np.ndarray,
     ledger: ModelLedger,
+    progress: Progress | None,
 ) -> Unlearned:
     from models.sisa import SisaRecipe, sisa_unlearn
 
@@ -106,6 +105,7 @@ def _sisa(
         recipe=SisaRecipe(**model.recipe),
         seed=model.seed,
         meter=meter,
+        progress=progress,
     )
     return Unlearned(
         model=replace(model, arrays=sisa_arrays(done.model), removed=done.model.removed.copy()),
@@ -127,6 +127,7 @@ def _pcmu(
     y: np.ndarray,
     forget_rows: np.ndarray,
     ledger: ModelLedger,
+    progress: Progress | None,
 ) -> Unlearned:
     from models.pcmu import pcmu_unlearn
 
@@ -140,6 +141,7 @@ def _pcmu(
         np.searchsorted(retained, forget_rows),
         recipe=state.recipe,
         meter=meter,
+        progress=progress,
     )
     removed = model.removed.copy()
     removed[forget_rows] = True
@@ -161,12 +163,15 @@ def _sharded_pcmu(
     y: np.ndarray,
     forget_rows: np.ndarray,
     ledger: ModelLedger,
+    progress: Progress | None,
 ) -> Unlearned:
     """PCMU per affected SISA shard (models/pcmu_sisa.py): exact w.r.t. the same ensemble."""
     from models.pcmu_sisa import sharded_pcmu_unlearn
 
     meter = CostMeter()
-    done = sharded_pcmu_unlearn(model.sharded_pcmu_state(), x, y, forget_rows, meter=meter)
+    done = sharded_pcmu_unlearn(
+        model.sharded_pcmu_state(), x, y, forget_rows, meter=meter, progress=progress
+    )
     payload = done.certificate
     return Unlearned(
         model=replace(model, arrays=done.model.to_arrays(), removed=done.model.removed.copy()),
@@ -191,6 +196,7 @@ def _rum(
     ledger: ModelLedger,
     seed: int,
     proxies: np.ndarray | None,
+    progress: Progress | None,
 ) -> Unlearned:
     """Memorisation-guided RUM (uncertified): the flow accepts it only if its audit passes."""
     from models.learning_events import HIGH_MEMORISATION_WHEN
@@ -211,6 +217,7 @@ def _rum(
         direction=HIGH_MEMORISATION_WHEN["confidence"],
         seed=seed,
         meter=meter,
+        progress=progress,
     )
     payload = done.certificate(None)
     return Unlearned(
@@ -252,7 +259,13 @@ def _retrain(
         kept = np.flatnonzero(keep)
         arrays = mlp_arrays(
             train_mlp(
-                x[kept], y[kept], classes=model.classes, recipe=recipe, seed=seed, meter=meter
+                x[kept],
+                y[kept],
+                classes=model.classes,
+                recipe=recipe,
+                seed=seed,
+                meter=meter,
+                on_epoch_end=epoch_hook(progress, recipe.epochs),
             )
         )
     elif model.recipe_name == "pcmu":
@@ -266,6 +279,7 @@ def _retrain(
             recipe=PcmuRecipe.from_dict(model.recipe),
             seed=seed,
             meter=meter,
+            progress=progress,
         )
         arrays = pcmu.to_arrays()
     elif model.recipe_name == "pcmu-sisa":
@@ -281,6 +295,7 @@ def _retrain(
             shard_of_row=model.arrays["shard_of_row"],
             exclude_rows=np.flatnonzero(~keep),
             meter=meter,
+            progress=progress,
         ).to_arrays()
     elif model.recipe_name == "sisa":
         from models.sisa import SisaRecipe, train_sisa
@@ -293,6 +308,7 @@ def _retrain(
             seed=seed,
             exclude_rows=np.flatnonzero(~keep),
             meter=meter,
+            progress=progress,
         )
         arrays = sisa_arrays(sisa)
     else:
@@ -372,11 +388,11 @@ def execute(
     if path == "retrain":
         return _retrain(model, x, y, keep, ledger, seed, progress)
     if path == "sisa":
-        return _sisa(model, x, y, forget_rows, ledger)
+        return _sisa(model, x, y, forget_rows, ledger, progress)
     if path == "pcmu":
-        return _pcmu(model, x, y, forget_rows, ledger)
+        return _pcmu(model, x, y, forget_rows, ledger, progress)
     if path == "pcmu-sisa":
-        return _sharded_pcmu(model, x, y, forget_rows, ledger)
+        return _sharded_pcmu(model, x, y, forget_rows, ledger, progress)
     if path == "rum":
-        return _rum(model, x, y, forget_rows, ledger, seed, proxies)
+        return _rum(model, x, y, forget_rows, ledger, seed, proxies, progress)
     raise ValueError(f"unknown path {path!r}")

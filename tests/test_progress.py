@@ -2,8 +2,9 @@
 tasks.progress), silence without it, and benchmarks.run_all following real benchmark processes.
 
 The CLI tests give flows.cli a Rich console on a forced terminal, writing into a buffer, and read
-the bars as a person would see them (ANSI codes stripped). Only PNSGD training and unlearning (and
-retrains) report progress from models/ today; other recipes' loops do not yet."""
+the bars as a person would see them (ANSI codes stripped). Every training recipe and every
+unlearning path reports through a plain callback (models/progress.py); the recipe tests check each
+one reaches its total and leaves the model bit for bit what it is without a callback."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -90,6 +92,140 @@ def test_training_without_the_sink_prints_no_progress(capfd: pytest.CaptureFixtu
     captured = capfd.readouterr()
     for text in (captured.out, captured.err):
         assert BAR not in text and "training pnsgd" not in text and "5/5" not in text
+
+
+class Calls(list):
+    """A progress callback recording every (done, total) it is given."""
+
+    def __call__(self, done: int, total: int) -> None:
+        self.append((done, total))
+
+    def check_reaches(self, total: int) -> None:
+        """One total throughout, `done` never going back, ending at the total."""
+        assert self, "the loop never reported progress"
+        assert {t for _, t in self} == {total}, self
+        done = [d for d, _ in self]
+        assert done == sorted(done) and done[-1] == total, self
+
+
+def _same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a
+    )
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    from models.datasets import load_dataset
+
+    return load_dataset("breast_cancer")
+
+
+# Small settings per recipe and the total its progress must reach: epochs, (shard, slice) pairs,
+# PCMU steps (T, reached even when a fixed point stops it early), shards.
+TRAINING = {
+    "pnsgd": ({"epochs": 3}, lambda o: o["epochs"]),
+    "sisa": ({"shards": 3, "slices": 2, "epochs_per_slice": 2}, lambda o: 6),
+    "pcmu": ({"steps": 40}, lambda o: o["steps"]),
+    "pcmu-sisa": ({"shards": 4, "steps": 30}, lambda o: o["shards"]),
+    "mlp": ({"epochs": 3, "hidden": 8}, lambda o: o["epochs"]),
+}
+
+
+def test_every_training_recipe_has_a_progress_case():
+    from models.training import FITS
+
+    assert set(TRAINING) == set(FITS)
+
+
+@pytest.mark.parametrize("recipe", sorted(TRAINING))
+def test_each_training_recipe_drives_its_progress_to_the_total_bit_for_bit(
+    recipe: str, small_dataset
+):
+    from models.training import train_model
+
+    overrides, total = TRAINING[recipe]
+    calls = Calls()
+    watched = train_model(
+        small_dataset, recipe_name=recipe, seed=0, overrides=overrides, progress=calls
+    )
+    calls.check_reaches(total(overrides))
+    assert len(calls) > 2  # reported along the way, not only at the end
+    quiet = train_model(small_dataset, recipe_name=recipe, seed=0, overrides=overrides)
+    assert _same_arrays(watched.model.arrays, quiet.model.arrays)
+    assert watched.cost.grad_evals == quiet.cost.grad_evals
+
+
+# Unlearning path, recipe it needs, training overrides, forget rows (positions in the training
+# split), and the total its progress must reach given the result.
+UNLEARNING = {
+    # Restarted (shard, slice) pairs: for each affected shard, R minus its first retrained slice.
+    "sisa": (
+        "sisa",
+        {"shards": 3, "slices": 3, "epochs_per_slice": 2},
+        np.arange(0, 60, 7),
+        lambda u: sum(3 - r for r in u.parameters["restarted_from_slice"].values()),
+    ),
+    # 40 rows, over PCMU's budget: a real check (and replay), followed to step T.
+    "pcmu": ("pcmu", {"steps": 40}, np.arange(40), lambda u: 40),
+    "pcmu-sisa": (
+        "pcmu-sisa",
+        {"shards": 4, "steps": 30},
+        np.arange(0, 40, 5),
+        lambda u: len(u.parameters["affected_shards"]),
+    ),
+    "rum": ("mlp", {"epochs": 3, "hidden": 8}, np.arange(30), lambda u: 3),
+    "retrain": (
+        "sisa",
+        {"shards": 2, "slices": 2, "epochs_per_slice": 2},
+        np.arange(10),
+        lambda u: 4,
+    ),
+    # 20 training epochs: the fewest for which the accountant reaches epsilon = 1 on this data.
+    "pnsgd": ("pnsgd", {"epochs": 20}, np.arange(5), lambda u: u.parameters["epochs"]),
+}
+
+
+def test_every_unlearning_path_has_a_progress_case():
+    from models.unlearning import PATH_RECIPES
+
+    assert set(UNLEARNING) == set(PATH_RECIPES)
+
+
+@pytest.mark.parametrize("path", sorted(UNLEARNING))
+def test_each_unlearning_path_drives_its_progress_to_the_total_bit_for_bit(
+    path: str, small_dataset
+):
+    from data_contracts.policy import Policy
+    from models.planner import ModelLedger, Plan, enumerate_candidates
+    from models.training import train_model
+    from models.unlearning import execute
+
+    recipe, overrides, forget, total = UNLEARNING[path]
+    run = train_model(small_dataset, recipe_name=recipe, seed=0, overrides=overrides)
+    rows = small_dataset.train_rows()
+    x, y = small_dataset.features[rows], small_dataset.labels[rows]
+    proxies = run.events.means()["confidence"]
+    ledger = ModelLedger(lineage=run.model.lineage)
+    policy = Policy(guarantee="audited" if path == "rum" else "certified")
+    candidates = enumerate_candidates(
+        run.model, forget, policy=policy, ledger=ledger, data=(x, y), proxies=proxies
+    )
+    chosen = next(c for c in candidates if c.path == path)  # the path under test, even if dearer
+    plan = Plan(chosen=chosen, candidates=candidates, why="progress test")
+
+    def unlearn(progress: Calls | None):
+        return execute(
+            plan, run.model, x, y, forget, ledger=ledger, seed=1, progress=progress, proxies=proxies
+        )
+
+    calls = Calls()
+    watched = unlearn(calls)
+    calls.check_reaches(total(watched))
+    assert len(calls) > 2 and watched.method != "pcmu-budget"  # real work was followed
+    quiet = unlearn(None)
+    assert _same_arrays(watched.model.arrays, quiet.model.arrays)
+    assert watched.method == quiet.method and watched.cost.grad_evals == quiet.cost.grad_evals
 
 
 FAKE_BENCHMARK = textwrap.dedent(
