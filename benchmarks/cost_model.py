@@ -55,7 +55,7 @@ def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Ge
     policy = Policy(guarantee="audited")  # admits every path; RUM needs an audited policy
     proxies = run.events.means()["confidence"]
     rows, micro = [], {"grad_evals": 0.0, "seconds": 0.0}
-    shares: dict[str, list[tuple[float, float]]] = {}  # path -> (wall s, cpu s) of its runs
+    shares: dict[str, list[float]] = {}  # path -> core share of each of its runs
     for label, size in (("1 subject", 1), ("1 subject", 1), ("1% batch", 4)):
         chosen = rng.choice(np.unique(subjects), size=size, replace=False)
         forget = np.flatnonzero(np.isin(subjects, chosen))
@@ -74,6 +74,9 @@ def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Ge
             if cand.path == "pnsgd" and "epochs" not in cand.params:
                 continue
             plan = Plan(chosen=cand, candidates=candidates, why="benchmark")
+            # The share of a core the whole call got (paths that sum inner meters by hand carry
+            # no CPU seconds of their own, so the meter cannot say).
+            wall0, cpu0 = time.perf_counter(), time.thread_time()
             done = execute(
                 plan,
                 run.model,
@@ -84,13 +87,13 @@ def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Ge
                 seed=1,
                 proxies=proxies,
             )
+            run_share = (time.thread_time() - cpu0) / (time.perf_counter() - wall0)
             rated = cand.predicted_grad_evals - cand.measured_grad_evals
             if cand.micro_run:
                 source_share = cand.micro_run["cpu_seconds"] / cand.micro_run["seconds"]
             else:
-                own = shares[cand.path][-OWN_RUNS_KEPT:]
-                source_share = sum(c for _, c in own) / sum(w for w, _ in own)
-            shares.setdefault(cand.path, []).append((done.cost.seconds, done.cost.cpu_seconds))
+                source_share = float(np.mean(shares[cand.path][-OWN_RUNS_KEPT:]))
+            shares.setdefault(cand.path, []).append(run_share)
             rows.append(
                 {
                     "recipe": recipe,
@@ -103,7 +106,7 @@ def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Ge
                     "training_rate_s": cand.measured_seconds + rated * training_rate,
                     "basis": "micro-run" if cand.micro_run else cand.seconds_basis,
                     "source_share": source_share,
-                    "run_share": done.cost.cpu_seconds / done.cost.seconds,
+                    "run_share": run_share,
                 }
             )
             ledger.learn_rates(
@@ -137,10 +140,10 @@ def main() -> None:
         "loop (models/calibration.py), afterwards the median of the path's own runs (as the "
         "flow's ledger does); PCMU adds the seconds its planning-time check took, since the path "
         "repeats that check. `at training rate` is what the training run's rate alone (the "
-        "previous scheme) predicts. `core share` is CPU seconds / wall seconds of the timed "
-        "blocks (torch runs one thread): of the runs the rate came from, then of the run itself; "
-        "below 1 the process waited for a core taken by another job. Target: ratio within "
-        "[0.67, 1.5].",
+        "previous scheme) predicts. `core share` is this thread's CPU seconds / wall seconds "
+        "(torch runs one thread) of the micro-run or the earlier runs the rate came from, then "
+        "of the run itself; below 1 the process waited for a core taken by another job. Target: "
+        "ratio within [0.67, 1.5].",
         "",
         "| recipe | forget set | path | predicted grad-evals | actual | ratio | seconds rate from | "
         "predicted s | actual s | ratio | core share: rate from -> run | at training rate: s | "

@@ -31,8 +31,8 @@ CALIBRATION_BUDGET_FRACTION = 0.018
 # The rate is total seconds / total grad-evals, not the median repeat: on a shared machine the
 # real run is preempted too, and a median of millisecond repeats would measure an idle machine.
 REPEATS = 3
-# Floor per repeat, in mini-batches (full-batch PCMU: one step on every retained row). Below a few
-# batches per-epoch set-up dominates; this floor is what can push tiny models past the budget.
+# Floor per repeat, in mini-batches (full-batch PCMU: one step on every row it steps on). Below a
+# few batches per-epoch set-up dominates; this floor is what can push tiny models past the budget.
 MIN_BATCHES_PER_REPEAT = 4
 
 
@@ -134,28 +134,41 @@ def _sisa(model, x, y, rows, budget, seed, meter) -> None:
     train_sisa(x[sub], y[sub], classes=model.classes, recipe=recipe, seed=seed, meter=meter)
 
 
-def _pcmu(model, x, y, rows, budget, seed, meter) -> None:
-    """PCMU replay and retrain take full-batch quantised steps: one step on every retained row
-    (a subset would understate n and overstate the per-row cost: ~0.4 ms/step is fixed on digits)."""
-    from models.pcmu import PcmuRecipe, train_pcmu
+def fullbatch_steps(*, budget_grad_evals: float, rows: int) -> int:
+    """Full-batch steps per repeat: the budget's share, at least one (its floor)."""
+    return max(1, int(budget_grad_evals / REPEATS / max(rows, 1)))
 
-    recipe = replace(PcmuRecipe.from_dict(model.recipe), steps=1)
-    train_pcmu(x[rows], y[rows], classes=model.classes, recipe=recipe, seed=seed, meter=meter)
+
+def _pcmu_steps(x, y, rows, recipe, *, classes, budget, seed, meter) -> None:
+    from models.pcmu import train_pcmu
+
+    # Every step is computed: stopping at a fixed point would end the measurement, not the work.
+    steps = fullbatch_steps(budget_grad_evals=budget, rows=len(rows))
+    recipe = replace(recipe, steps=steps, stop_at_fixed_point=False)
+    train_pcmu(x[rows], y[rows], classes=classes, recipe=recipe, seed=seed, meter=meter)
+
+
+def _pcmu(model, x, y, rows, budget, seed, meter) -> None:
+    """PCMU replay and retrain take full-batch quantised steps on every retained row (a subset
+    would understate n and overstate the per-row cost: ~0.4 ms/step is fixed on digits)."""
+    from models.pcmu import PcmuRecipe
+
+    recipe = PcmuRecipe.from_dict(model.recipe)
+    _pcmu_steps(x, y, rows, recipe, classes=model.classes, budget=budget, seed=seed, meter=meter)
 
 
 def _sharded_pcmu(model, x, y, rows, budget, seed, meter) -> None:
     """PCMU in subject-disjoint shards (models/pcmu_sisa.py) unlearns and retrains by full-batch
-    steps on one shard's rows: one step on the rows of the median-sized live shard (per-step
+    steps on one shard's rows: steps on the rows of the median-sized live shard (per-step
     overhead dominates a shard of ~45 rows, so the shard size sets the per-row rate)."""
-    from models.pcmu import train_pcmu
-
     state = model.sharded_pcmu_state()
     allowed = np.zeros(len(y), dtype=bool)
     allowed[rows] = True
     shards = [state.shard_rows(s) for s in state.live_shards()]
     shard = sorted((r[allowed[r]] for r in shards), key=len)[len(shards) // 2]
-    recipe = replace(state.recipe.pcmu, steps=1)
-    train_pcmu(x[shard], y[shard], classes=model.classes, recipe=recipe, seed=seed, meter=meter)
+    _pcmu_steps(
+        x, y, shard, state.recipe.pcmu, classes=model.classes, budget=budget, seed=seed, meter=meter
+    )
 
 
 def _mlp_recipe(model: ForgettableModel) -> Any:

@@ -360,7 +360,13 @@ def test_each_micro_run_spends_its_share_and_never_touches_forgotten_or_forget_r
 ) -> None:
     from dataclasses import replace
 
-    from models.calibration import MICRO_RUNS, REPEATS, micro_run, minibatch_rows
+    from models.calibration import (
+        MICRO_RUNS,
+        REPEATS,
+        fullbatch_steps,
+        micro_run,
+        minibatch_rows,
+    )
     from models.rum import RumRecipe
 
     assert {(r, p) for r, _, p in MICRO_RUN_CASES} == set(MICRO_RUNS)
@@ -381,12 +387,14 @@ def test_each_micro_run_spends_its_share_and_never_touches_forgotten_or_forget_r
     assert run.seconds_per_grad_eval == pytest.approx(run.seconds / run.grad_evals)
     assert len(run.repeat_rates) == REPEATS and run.seconds_per_grad_eval > 0
     available = len(y) - 9
-    if recipe == "pcmu":  # one full-batch step on every retained row per repeat
+    if recipe == "pcmu":  # full-batch steps on every retained row (one: the budget's floor)
         assert run.grad_evals == REPEATS * available
-    elif recipe == "pcmu-sisa":  # one full-batch step on the median shard's retained rows
+    elif recipe == "pcmu-sisa":  # full-batch steps on the median shard's retained rows
         state = model.sharded_pcmu_state()
         sizes = sorted(np.setdiff1d(state.shard_rows(s), forget).size for s in state.live_shards())
-        assert run.grad_evals == REPEATS * sizes[len(sizes) // 2]
+        rows = sizes[len(sizes) // 2]
+        steps = fullbatch_steps(budget_grad_evals=budget, rows=rows)
+        assert steps > 1 and run.grad_evals == REPEATS * steps * rows
     elif path == "rum":
         r = RumRecipe()
         k = minibatch_rows(
