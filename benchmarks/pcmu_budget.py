@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._progress import track
 from models.cost import CostMeter
 from models.datasets import (
     SAMPLES_PER_SUBJECT,
@@ -108,6 +109,10 @@ def subject_rows(ds: Dataset, *, count: int, seed: int) -> list[np.ndarray]:
     return [np.flatnonzero(subjects == name) for name in chosen]
 
 
+def _label(recipe: PcmuRecipe) -> str:
+    return f"sigma {recipe.sigma:g}, tau {recipe.tau:g}, C {recipe.clip:g}, eta {recipe.eta:g}"
+
+
 def measure(ds: Dataset, recipe: PcmuRecipe, forget_sets: list[np.ndarray], *, seed: int) -> Row:
     tr, te = ds.train_rows(), ds.test_rows()
     x, y = ds.features[tr], ds.labels[tr]
@@ -122,7 +127,7 @@ def measure(ds: Dataset, recipe: PcmuRecipe, forget_sets: list[np.ndarray], *, s
     passed = exact = within = 0
     flips, replay_frac, total_frac, shifts = [], [], [], []
     unlearn_evals, retrain_evals, unlearn_secs, retrain_secs = [], [], [], []
-    for forget in forget_sets:
+    for forget in track(forget_sets, description=f"{ds.name}: subjects, {_label(recipe)}"):
         shifts.append(largest_shift_at_step0(model, x, y, forget))
         meter = CostMeter()
         result = pcmu_unlearn(model, x, y, forget, recipe=recipe, meter=meter)
@@ -213,7 +218,7 @@ def single_baseline(
     x_test = torch.as_tensor(ds.features[te], dtype=DTYPE)
     acc = accuracy(model.weights, x_test, torch.as_tensor(ds.labels[te]))
     costs = []
-    for forget in forget_sets:
+    for forget in track(forget_sets, description=f"{ds.name}: single-model retrains"):
         keep = np.setdiff1d(np.arange(len(y)), forget)
         meter = CostMeter()
         train_pcmu(x[keep], y[keep], classes=ds.classes, recipe=recipe, seed=seed, meter=meter)
@@ -267,7 +272,10 @@ def measure_sharded(
     passed = exact = 0
     vs_ensemble, vs_single = [], []
     unlearn_evals, retrain_evals, unlearn_secs, retrain_secs = [], [], [], []
-    for forget, single_cost in zip(forget_sets, single.retrain_grad_evals, strict=True):
+    for forget, single_cost in track(
+        list(zip(forget_sets, single.retrain_grad_evals, strict=True)),
+        description=f"{ds.name}: subjects, {shards} shards",
+    ):
         meter, retrain_meter = CostMeter(), CostMeter()
         done = sharded_pcmu_unlearn(model, x, y, forget, meter=meter)
         with retrain_meter.timing():
@@ -546,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     rows, references, chance = [], {}, {}
     sharded_rows: list[ShardedRow] = []
-    for ds in datasets:
+    for ds in track(datasets, description="datasets"):
         references[ds.name] = reference_accuracy(ds)
         chance[ds.name] = float(np.bincount(ds.labels[ds.test_rows()]).max() / len(ds.test_rows()))
         forget_sets = subject_rows(ds, count=args.subjects, seed=args.seed)
@@ -557,13 +565,13 @@ def main(argv: list[str] | None = None) -> None:
         ]
         if ds.name == "digits":
             recipes += DIGITS_EXTRA
-        for recipe in recipes:
+        for recipe in track(recipes, description=f"{ds.name}: PCMU recipes"):
             rows.append(measure(ds, recipe, forget_sets, seed=args.seed))
             print(rows[-1], flush=True)
         if ds.name == "digits":
-            for recipe in SHARD_RECIPES:
+            for recipe in track(SHARD_RECIPES, description=f"{ds.name}: per-shard recipes"):
                 single = single_baseline(ds, recipe, forget_sets, seed=args.seed)
-                for shards in SHARD_COUNTS:
+                for shards in track(SHARD_COUNTS, description=f"{ds.name}: shard counts"):
                     sharded_rows.append(
                         measure_sharded(ds, single, shards, forget_sets, seed=args.seed)
                     )
