@@ -55,7 +55,7 @@ def _deliver(settings: Settings, name: str, subjects: list[str]) -> None:
 def _trained() -> Settings:
     from flows.train import train_flow
 
-    # 15 epochs instead of 30 keeps the test fast; RUM (~5 epochs) stays under half a retrain
+    # 15 epochs instead of 30 keep the test fast; RUM (~5 epochs) stays under half a retrain
     train_flow(dataset="digits", recipe="mlp", name=MODEL, seed=0, overrides={"epochs": 15})
     return Settings()
 
