@@ -71,6 +71,19 @@ def test_the_training_task_drives_the_cli_bar_to_its_total(monkeypatch: pytest.M
     )
 
 
+def test_the_cli_bar_follows_a_sisa_training_per_shard_and_slice(monkeypatch: pytest.MonkeyPatch):
+    from models.datasets import load_dataset
+    from models.training import train_model
+
+    console, buffer = _terminal()
+    monkeypatch.setattr(flows.cli, "console", console)
+    with flows.cli._rich_progress():  # tasks.training.train passes this same reporter (above)
+        ds = load_dataset("breast_cancer")
+        run = train_model(ds, recipe_name="sisa", seed=0, progress=reporter("training sisa"))
+    pairs = run.model.recipe["shards"] * run.model.recipe["slices"]
+    assert _counts(buffer.getvalue(), "training sisa")[-1] == (pairs, pairs) and pairs > 1
+
+
 def test_off_a_terminal_the_cli_sink_prints_nothing(monkeypatch: pytest.MonkeyPatch):
     buffer = io.StringIO()
     monkeypatch.setattr(flows.cli, "console", Console(file=buffer))  # a pipe or a log file
