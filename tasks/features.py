@@ -383,3 +383,41 @@ def carry_forward(
     finally:
         con.unregister("forgotten_feature_ids")
     return int(row[0]) if row else 0
+
+
+def fill_columns(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model_name: str,
+    model_version: int,
+    sample_ids: list[str],
+    columns: dict[str, np.ndarray],
+    directions: dict[str, str],
+) -> int:
+    """Set proxy `columns` on the version's existing feature rows (one Arrow batch); returns
+    how many rows were updated. Used to compute holdout / curvature on demand."""
+    unknown = set(columns) - set(FEATURE_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown proxies {sorted(unknown)}; known: {FEATURE_COLUMNS}")
+    incoming = pa.table(
+        {
+            "sample_id": pa.array(sample_ids, type=pa.string()),
+            **{name: pa.array(np.asarray(v, dtype=np.float64)) for name, v in columns.items()},
+        }
+    )
+    con.register("incoming_columns", incoming)
+    try:
+        sets = ", ".join(f"{c} = i.{c}" for c in columns)  # names checked above
+        with warehouse.transaction(con):
+            rows = con.execute(
+                f"""UPDATE memorization_features f SET {sets} FROM incoming_columns i
+                    WHERE f.sample_id = i.sample_id AND f.model_name = ? AND f.model_version = ?""",
+                [model_name, model_version],
+            ).fetchall()
+            for proxy, direction in directions.items():
+                con.execute(
+                    "INSERT OR REPLACE INTO proxy_directions VALUES (?, ?)", [proxy, direction]
+                )
+    finally:
+        con.unregister("incoming_columns")
+    return int(rows[0][0]) if rows else 0

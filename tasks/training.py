@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,12 +13,13 @@ from data_contracts.hashing import set_sha256
 from data_contracts.settings import Settings
 from models.datasets import Dataset, load_dataset
 from models.evaluation import accuracy
+from models.forgettable import ForgettableModel
 from models.learning_events import HIGH_MEMORISATION_WHEN
 from models.memorization import ProxyScores, curvature_proxy, holdout_retraining_proxy
 from models.mlp import MlpRecipe
 from models.planner import ModelLedger
 from models.training import TrainingRun, train_model
-from tasks import publishing, warehouse
+from tasks import features, publishing, registry, warehouse
 from tasks.progress import reporter
 
 
@@ -52,16 +54,18 @@ EXTRA_PROXIES_MAX_ROWS = 50_000
 HOLDOUT_FINETUNE_EPOCHS = 5
 
 
-def extra_proxies(dataset: Dataset, run: TrainingRun, *, seed: int) -> dict[str, ProxyScores]:
+def extra_proxies(
+    dataset: Dataset, model: ForgettableModel, *, seed: int
+) -> dict[str, ProxyScores]:
     """Holdout-retraining and (final-model) curvature proxies of an MLP's training rows.
 
     Holdout: a copy fine-tuned for HOLDOUT_FINETUNE_EPOCHS on the test split (Carlini et al.,
     arXiv 1910.13427 sec. 2); curvature: one Rademacher probe on the final model (Garg, Roy et
     al., arXiv 2307.05831 sec. 3). Both in models/memorization.py."""
-    net = run.model.mlp_state()
+    net = model.mlp_state()
     train, test = dataset.train_rows(), dataset.test_rows()
     x, y = dataset.features[train], dataset.labels[train]
-    recipe = run.model.recipe
+    recipe = model.recipe
     finetune = MlpRecipe(
         epochs=HOLDOUT_FINETUNE_EPOCHS, batch_size=recipe["batch_size"], lr=recipe["lr"]
     )
@@ -102,7 +106,7 @@ def store_proxies(
         raise ValueError("holdout and curvature proxies are implemented for the mlp recipe only")
     cost = {"grad_evals": 0.0, "seconds": 0.0}
     if extra:
-        for name, p in extra_proxies(dataset, run, seed=run.model.seed).items():
+        for name, p in extra_proxies(dataset, run.model, seed=run.model.seed).items():
             proxies[name] = p.scores
             directions[name] = p.high_memorisation_when
             cost["grad_evals"] += p.grad_evals
@@ -197,4 +201,35 @@ def publish_trained(
         "grad_evals": run.cost.grad_evals,
         "seconds": run.cost.seconds,
         "certificate_sha256": certificate.sha256(),
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def compute_extra_proxies(settings: Settings, *, model_name: str, version: int) -> dict[str, Any]:
+    """On demand: holdout and curvature of a registered MLP version, filled into its stored
+    feature rows (those of the samples it still holds); other columns are left as they are."""
+    with warehouse.connect(settings) as con:
+        info = warehouse.model_row(con, model_name)
+    if info is None:
+        raise ValueError(f"unknown model {model_name!r}")
+    model = publishing.model_from_version(registry.load_version(settings, model_name, version))
+    if model.recipe_name != "mlp":
+        raise ValueError("holdout and curvature proxies are implemented for the mlp recipe only")
+    dataset = load_dataset(info["dataset"])
+    scores = extra_proxies(dataset, model, seed=model.seed)
+    kept = np.flatnonzero(~model.removed)
+    ids = dataset.sample_ids[dataset.train_rows()][kept].tolist()
+    with warehouse.connect(settings) as con:
+        updated = features.fill_columns(
+            con,
+            model_name=model_name,
+            model_version=version,
+            sample_ids=ids,
+            columns={name: p.scores[kept] for name, p in scores.items()},
+            directions={name: p.high_memorisation_when for name, p in scores.items()},
+        )
+    return {
+        "rows": updated,
+        "grad_evals": sum(p.grad_evals for p in scores.values()),
+        "seconds": sum(p.seconds for p in scores.values()),
     }

@@ -127,6 +127,14 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
         assert all(v2[s] == v1[s] for s in v2)
     else:
         assert v2 == {}
+    # on demand: holdout and curvature of the RUM-modified weights replace the carried values
+    from tasks.training import compute_extra_proxies
+
+    filled = compute_extra_proxies.fn(settings, model_name=MODEL, version=2)
+    assert filled["rows"] == len(v2) and filled["grad_evals"] > 0
+    recomputed = _features(settings, 2)
+    assert all(recomputed[s][0] == v2[s][0] for s in v2)  # confidence: recorded, not recomputed
+    assert sum(recomputed[s][1] != v2[s][1] for s in v2) == len(v2)
     _deliver(settings, "day2", ["subject-101", "subject-7"])
     (second,) = forget_flow(seed=1, model_name=MODEL, policy=AUDITED)["models"]
     cert3 = registry.load_version(settings, MODEL, 3).certificate
