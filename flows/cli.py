@@ -405,6 +405,7 @@ def explain(
         "guarantee",
         "predicted grad-evals",
         "predicted s",
+        "seconds from",
         "epsilon",
         "chosen",
         "rejected because",
@@ -417,6 +418,8 @@ def explain(
             c["guarantee"],
             f"{c['predicted_grad_evals']:.0f}",
             f"{c['predicted_seconds']:.2f}",
+            # Plans stored before per-path calibration have no basis recorded.
+            c.get("seconds_from", ""),
             eps,
             "yes" if c["chosen"] else "",
             c["rejected"],

@@ -122,10 +122,13 @@ def test_cli_status_audit_explain_and_verify(forgotten: Settings) -> None:
     )
     assert [int(v.version) for v in found] == [2]
 
-    explained = runner.invoke(app, ["explain", "digits-logreg:2"])
+    # Wide enough that Rich does not wrap cells across lines.
+    explained = runner.invoke(app, ["explain", "digits-logreg:2"], env={"COLUMNS": "250"})
     assert (
         explained.exit_code == 0 and "retrain" in explained.stdout and "pnsgd" in explained.stdout
     )
+    # Each predicted-seconds figure names its calibration (micro-run or the path's own runs).
+    assert "micro-run" in explained.stdout
     missing = runner.invoke(app, ["explain", "no-such-run"])
     assert missing.exit_code == 2
 
