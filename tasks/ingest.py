@@ -38,7 +38,7 @@ from tasks.gx_validation import ROW_KEY, Engine, gx_failures, sql_failures
 from tasks.progress import reporter
 
 # Files with more rows are validated by the SQL-compiled suite: same spec, same reasons (tested),
-# 5x less CPU and 2.3x less memory than GX's pandas path at 10M rows, and it uses both cores
+# ~7x less CPU and ~3x less memory than GX's pandas path at 10M rows, and it uses both cores
 # (benchmarks/results/ingest_10m.md). Below the threshold GX runs, as the reference engine.
 SQL_ENGINE_MIN_ROWS = 1_000_000
 SCAN_BATCH_ROWS = 122_880  # DuckDB's row-group size
