@@ -179,7 +179,9 @@ def _mlp_recipe(model: ForgettableModel) -> Any:
 
 
 def _mlp_retrain(model, x, y, rows, budget, seed, meter) -> None:
-    """`train_mlp` for one epoch (fresh init and optimiser, as a retrain)."""
+    """`train_mlp` for one epoch (fresh init and optimiser, as a retrain), recording learning
+    events as the retrain does (models.unlearning._retrain)."""
+    from models.learning_events import LearningEvents
     from models.mlp import train_mlp
 
     recipe = replace(_mlp_recipe(model), epochs=1)
@@ -190,7 +192,10 @@ def _mlp_retrain(model, x, y, rows, budget, seed, meter) -> None:
         available=len(rows),
     )
     sub = _pick(np.random.default_rng(seed), rows, k)
-    train_mlp(x[sub], y[sub], classes=model.classes, recipe=recipe, seed=seed, meter=meter)
+    events = LearningEvents.zeros(len(sub))
+    train_mlp(
+        x[sub], y[sub], classes=model.classes, recipe=recipe, seed=seed, events=events, meter=meter
+    )
 
 
 # Forget rows the NegGrad+ micro-run cycles: RUM's high-memorisation group is a few rows of a

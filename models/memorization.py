@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata, spearmanr
 
-from models.cost import CostMeter
+from models.cost import FORWARD_ONLY_GRAD_EVALS, CostMeter
 from models.learning_events import HIGH_MEMORISATION_WHEN, LearningEvents
 from models.mlp import DTYPE, MlpEnsemble, MlpRecipe, fine_tune, fit_ensemble, predict_proba
 
@@ -264,6 +264,16 @@ def balanced_member_rows(n: int, *, runs: int, out_per_row: int, seed: int) -> n
     # runs with repeats of their own rows so they stack, keeping every row's in/out count exact
     m = max(len(r) for r in rows)
     return np.stack([np.r_[r, rng.choice(r, m - len(r), replace=False)] for r in rows])
+
+
+def balanced_subset_grad_evals(
+    n: int, *, runs: int, out_per_row: int, epochs: int, seed: int
+) -> float:
+    """Grad-evals subset_memorisation spends on n rows with balanced subsets, before it runs:
+    runs * epochs * the (padded) run size of balanced_member_rows, plus `runs` forward passes
+    over the n rows (FORWARD_ONLY_GRAD_EVALS each)."""
+    m = balanced_member_rows(n, runs=runs, out_per_row=out_per_row, seed=seed).shape[1]
+    return float(runs * epochs * m) + FORWARD_ONLY_GRAD_EVALS * (runs * n)
 
 
 def subset_memorisation(

@@ -12,6 +12,7 @@ import torch
 from models.accounting import z_after_epochs
 from models.cost import CostMeter
 from models.forgettable import ForgettableModel, mlp_arrays, sisa_arrays
+from models.learning_events import LearningEvents
 from models.planner import ModelLedger, Plan
 from models.pnsgd import PnsgdRecipe, recipe_constants, run_pnsgd
 from models.progress import Progress, epoch_hook
@@ -30,6 +31,8 @@ class Unlearned:
     accountant: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     budget_left: dict[str, Any] = field(default_factory=dict)
+    # Learning events of a retrain, by training-split position (None: the path records none).
+    events: LearningEvents | None = None
 
 
 def _pnsgd(
@@ -248,44 +251,56 @@ def _retrain(
     seed: int,
     progress: Progress | None,
 ) -> Unlearned:
-    """Retrain from scratch under the model's own recipe: exact, and it restores the lineage."""
-    meter = CostMeter()
-    if model.recipe_name == "mlp":
-        from models.mlp import MlpRecipe, train_mlp
+    """Retrain from scratch under the model's own recipe: exact, and it restores the lineage.
 
-        recipe = MlpRecipe(
-            **{k: v for k, v in model.recipe.items() if k in MlpRecipe.__dataclass_fields__}
-        )
+    Like training, the MLP and PCMU recipes record learning events (the new version's own
+    memorisation proxies) from the probabilities their steps compute anyway; PNSGD and SISA
+    would need an extra probability pass per batch (~+65% per grad-eval, models/calibration.py),
+    so their retrains record none and the flow keeps reading the last recorded proxies."""
+    meter = CostMeter()
+    events: LearningEvents | None = None
+    if model.recipe_name in ("mlp", "pcmu"):
         kept = np.flatnonzero(keep)
-        arrays = mlp_arrays(
-            train_mlp(
+        local = LearningEvents.zeros(len(kept))  # by position in x[kept]
+        if model.recipe_name == "mlp":
+            from models.mlp import MlpRecipe, train_mlp
+
+            recipe = MlpRecipe(
+                **{k: v for k, v in model.recipe.items() if k in MlpRecipe.__dataclass_fields__}
+            )
+            arrays = mlp_arrays(
+                train_mlp(
+                    x[kept],
+                    y[kept],
+                    classes=model.classes,
+                    recipe=recipe,
+                    seed=seed,
+                    events=local,
+                    meter=meter,
+                    on_epoch_end=epoch_hook(progress, recipe.epochs),
+                )
+            )
+        else:
+            from models.pcmu import PcmuRecipe, train_pcmu
+
+            arrays = train_pcmu(
                 x[kept],
                 y[kept],
                 classes=model.classes,
-                recipe=recipe,
+                recipe=PcmuRecipe.from_dict(model.recipe),
                 seed=seed,
+                events=local,
                 meter=meter,
-                on_epoch_end=epoch_hook(progress, recipe.epochs),
-            )
-        )
-    elif model.recipe_name == "pcmu":
-        from models.pcmu import PcmuRecipe, train_pcmu
-
-        kept = np.flatnonzero(keep)
-        pcmu = train_pcmu(
-            x[kept],
-            y[kept],
-            classes=model.classes,
-            recipe=PcmuRecipe.from_dict(model.recipe),
-            seed=seed,
-            meter=meter,
-            progress=progress,
-        )
-        arrays = pcmu.to_arrays()
+                progress=progress,
+            ).to_arrays()
+        events = LearningEvents.zeros(len(y))
+        events.sums[torch.as_tensor(kept)] = local.sums
+        events.counts[torch.as_tensor(kept)] = local.counts
     elif model.recipe_name == "pcmu-sisa":
         from models.pcmu_sisa import ShardedPcmuRecipe, train_sharded_pcmu
 
         # The stored shard map, not a fresh one: the subject ids are not in the arrays.
+        events = LearningEvents.zeros(len(y))
         arrays = train_sharded_pcmu(
             x,
             y,
@@ -294,6 +309,7 @@ def _retrain(
             seed=seed,
             shard_of_row=model.arrays["shard_of_row"],
             exclude_rows=np.flatnonzero(~keep),
+            events=events,
             meter=meter,
             progress=progress,
         ).to_arrays()
@@ -338,6 +354,7 @@ def _retrain(
         cost=meter,
         parameters={**model.recipe, "seed": seed},
         budget_left={"z_carried": 0.0},
+        events=events,
     )
 
 

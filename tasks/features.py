@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import numpy as np
@@ -91,13 +91,23 @@ def cached_reference(
     subset_fraction: float = 0.7,
     balanced_out_per_row: int | None = None,
     seed: int = 0,
+    exclude_rows: np.ndarray | None = None,
 ) -> CachedReference:
     """The subset-model reference of (x, y) from DuckDB, or trained now and stored.
 
     models.memorization.subset_memorisation does the training (runs * epochs * subset size
-    grad-evals); the stored cost is what that first computation took."""
+    grad-evals); the stored cost is what that first computation took. `exclude_rows` (positions in
+    x): rows that must not be used, i.e. samples already forgotten (tasks/erasure.py). They are
+    not trained on, not stored and not required from the cache (the erasure deletes their rows);
+    in the result their scores are NaN and they are members of no run. The key stays that of the
+    whole (x, y), so every audit of the same data finds the reference; a stored reference that
+    lacks a row needed now (it was excluded when computed) is dropped and recomputed."""
     if len(sample_ids) != len(y) or len(test_ids) != len(y_test):
         raise ValueError("sample_ids / test_ids must have one id per row of y / y_test")
+    keep = np.ones(len(y), dtype=bool)
+    if exclude_rows is not None:
+        keep[np.asarray(exclude_rows, dtype=np.int64)] = False
+    kept_ids = [s for s, k in zip(sample_ids, keep, strict=True) if k]
     fraction = 1 - balanced_out_per_row / runs if balanced_out_per_row else subset_fraction
     key = reference_key(
         x,
@@ -108,12 +118,12 @@ def cached_reference(
         balanced_out_per_row=balanced_out_per_row,
         seed=seed,
     )
-    stored = _read(con, key, sample_ids, test_ids, runs)
+    stored = _read(con, key, kept_ids, test_ids, runs)
     if stored is not None:
-        return stored
+        return _expand(stored, keep)
     ref = subset_memorisation(
-        x,
-        y,
+        x[keep],
+        y[keep],
         classes=classes,
         recipe=recipe,
         runs=runs,
@@ -131,7 +141,7 @@ def cached_reference(
         con,
         key=key,
         dataset=dataset,
-        sample_ids=sample_ids,
+        sample_ids=kept_ids,
         test_ids=test_ids,
         ref=ref,
         test_p_true=test_p_true,
@@ -141,7 +151,54 @@ def cached_reference(
         seed=seed,
         recipe=recipe,
     )
-    return CachedReference(key, ref, test_p_true, test_correct, cached=False)
+    return _expand(CachedReference(key, ref, test_p_true, test_correct, cached=False), keep)
+
+
+def _expand(cached: CachedReference, keep: np.ndarray) -> CachedReference:
+    """A reference over the kept rows as one over all rows: excluded rows NaN / in no run."""
+    if keep.all():
+        return cached
+    ref = cached.reference
+    runs, n = ref.runs, len(keep)
+
+    def full(values: np.ndarray, fill: float | bool) -> np.ndarray:
+        out = np.full((runs, n) if values.ndim == 2 else n, fill, dtype=values.dtype)
+        out[..., keep] = values
+        return out
+
+    scores = np.full(n, np.nan)
+    scores[keep] = ref.scores
+    return replace(
+        cached,
+        reference=ReferenceMemorisation(
+            scores=scores,
+            correct=full(ref.correct, False),
+            true_class_probs=full(ref.true_class_probs, np.nan),
+            member_mask=full(ref.member_mask, False),
+            grad_evals=ref.grad_evals,
+            seconds=ref.seconds,
+            ensemble=ref.ensemble,
+        ),
+    )
+
+
+def reference_complete(
+    con: duckdb.DuckDBPyConnection, key: str, sample_ids: list[str], runs: int
+) -> bool:
+    """Whether the reference `key` holds every run's prediction for each of `sample_ids`."""
+    con.register(
+        "needed_reference_ids", pa.table({"sample_id": pa.array(sample_ids, type=pa.string())})
+    )
+    try:
+        row = warehouse.fetch_one(
+            con,
+            """SELECT count(*) FROM needed_reference_ids w JOIN reference_predictions p
+                 ON p.sample_id = w.sample_id AND p.reference_key = ?""",
+            [key],
+        )
+    finally:
+        con.unregister("needed_reference_ids")
+    return row is not None and int(row[0]) == runs * len(sample_ids)
 
 
 def _write(
@@ -221,7 +278,13 @@ def _read(
         "WHERE reference_key = ?",
         [key],
     )
-    if meta is None or meta[2] != len(sample_ids):
+    if meta is None or meta[2] == 0:
+        return None
+    if not reference_complete(con, key, list(sample_ids) + list(test_ids), runs):
+        # computed without a row needed now: drop it whole rather than mix two shadow designs
+        with warehouse.transaction(con):
+            con.execute("DELETE FROM reference_predictions WHERE reference_key = ?", [key])
+            con.execute("DELETE FROM reference_memorization WHERE reference_key = ?", [key])
         return None
     ids = list(sample_ids) + list(test_ids)
     wanted = pa.table(
@@ -309,8 +372,9 @@ def versions_with_features(con: duckdb.DuckDBPyConnection, model_name: str) -> l
 def proxy_version(con: duckdb.DuckDBPyConnection, model_name: str, version: int) -> int | None:
     """The version whose proxies describe `version`: itself, or the newest earlier one with any.
 
-    A retrain records no learning events of its own (models/unlearning.py), so its proxies are
-    the last ones recorded for this model; the caller records which version they came from."""
+    PNSGD and SISA retrains record no learning events of their own (models/unlearning.py), so
+    their proxies are the last ones recorded for this model; the caller records which version
+    they came from."""
     earlier = [v for v in versions_with_features(con, model_name) if v <= version]
     return earlier[-1] if earlier else None
 

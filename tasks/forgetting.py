@@ -18,6 +18,7 @@ from data_contracts.settings import Settings
 from models.datasets import Dataset, load_dataset
 from models.evaluation import accuracy, loss_mia_auc, per_sample_loss
 from models.forgettable import ForgettableModel
+from models.learning_events import HIGH_MEMORISATION_WHEN
 from models.planner import ModelLedger, Plan, choose, enumerate_candidates
 from models.unlearning import Unlearned, execute
 from tasks import features, ledger, publishing, registry, verification, warehouse
@@ -126,6 +127,8 @@ class Context:
     profile: dict[str, int] = field(default_factory=dict)
     confidence: np.ndarray | None = None  # C-proxy per training row, recorded at training
     proxy_version: int | None = None  # the version whose stored proxies `confidence` comes from
+    # What a RUM audit's shadow references would cost this run (0: cached); MLPs only.
+    audit_reference_grad_evals: float = 0.0
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
@@ -135,8 +138,9 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         info = warehouse.model_row(con, claim.model_name)
         latest = warehouse.latest_version(con, claim.model_name)
         dataset = load_dataset(info["dataset"])
-        # The proxies of the version being unlearned (carried forward along its lineage), or of
-        # the newest earlier version that recorded any (a retrain records none of its own).
+        # The proxies of the version being unlearned (carried forward along its lineage, or
+        # recorded by its retrain), or of the newest earlier version that has any (PNSGD and
+        # SISA retrains record none of their own: models.unlearning._retrain).
         proxy_version = features.proxy_version(con, claim.model_name, latest["version"])
         profile = warehouse.memorization_profile(
             con,
@@ -166,17 +170,25 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         )
     position = {sid: i for i, sid in enumerate(dataset.sample_ids[dataset.train_rows()])}
     rows = np.array(sorted(position[s] for s in claim.sample_ids), dtype=np.int64)
+    parent = publishing.model_from_version(stored)
+    reference_cost = 0.0
+    if parent.recipe_name == "mlp":
+        with warehouse.connect(settings) as con:
+            reference_cost = verification.audit_reference_grad_evals(
+                con, dataset=dataset, model=parent
+            )
     return Context(
         model_name=claim.model_name,
         dataset=dataset,
         parent_version=champion,
-        parent=publishing.model_from_version(stored),
+        parent=parent,
         parent_certificate=stored.certificate,
         ledger=ModelLedger(**latest["ledger"]),
         forget_rows=rows,
         profile=profile,
         confidence=confidence,
         proxy_version=proxy_version,
+        audit_reference_grad_evals=reference_cost,
     )
 
 
@@ -190,6 +202,7 @@ def plan_forgetting(ctx: Context, *, policy: Policy, exclude: tuple[str, ...] = 
         ledger=ctx.ledger,
         data=(ctx.dataset.features[rows], ctx.dataset.labels[rows]),
         proxies=ctx.confidence,
+        audit_reference_grad_evals=ctx.audit_reference_grad_evals,
     )
     for c in candidates:
         if c.path in exclude and not c.rejected:
@@ -321,7 +334,8 @@ def publish_and_finalize(
             grad_evals=result.cost.grad_evals,
             seconds=result.cost.seconds,
             retrain_grad_evals=ctx.parent.retrain_grad_evals(result.model.n_retained),
-            predicted_grad_evals=plan.chosen.predicted_grad_evals,
+            # the path's own cost, as grad_evals (a one-off audit reference is in the audit)
+            predicted_grad_evals=plan.chosen.recurring_grad_evals,
         ),
         metrics=evaluation["metrics"],
         audit={
@@ -359,7 +373,19 @@ def publish_and_finalize(
         f"models:/{ctx.model_name}/{published} -> plots/{p.name}" for p in plots.values()
     ]
     with warehouse.connect(settings) as con:
-        if result.method != "retrain" and ctx.proxy_version is not None:
+        if result.events is not None:  # a retrain's own learning events: the version's proxies
+            kept = np.flatnonzero(~result.model.removed)
+            train_ids = ctx.dataset.sample_ids[ctx.dataset.train_rows()]
+            warehouse.write_features(
+                con,
+                model_name=ctx.model_name,
+                model_version=published,
+                sample_ids=train_ids[kept].tolist(),
+                proxies={name: v[kept] for name, v in result.events.means().items()},
+                visits=result.events.counts.numpy()[kept],
+                directions=dict(HIGH_MEMORISATION_WHEN),
+            )
+        elif result.method != "retrain" and ctx.proxy_version is not None:
             # same training lineage: its learning events still describe the remaining rows
             features.carry_forward(
                 con,
@@ -393,7 +419,9 @@ def search_tags(claim: ledger.Claim) -> dict[str, str]:
     if len(claim.request_hashes) <= MAX_REQUEST_TAGS:
         tags.update({f"request.{h[:16]}": "forgotten" for h in claim.request_hashes})
     else:
-        tags["request_tags"] = f"omitted: {len(claim.request_hashes)} requests (see certificate.json)"
+        tags["request_tags"] = (
+            f"omitted: {len(claim.request_hashes)} requests (see certificate.json)"
+        )
     return tags
 
 

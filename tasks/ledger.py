@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from data_contracts.states import RequestState
-from tasks import warehouse
+from tasks import erasure, warehouse
 
 
 @dataclass
@@ -120,6 +120,8 @@ def finalize_run(
                WHERE state = 'planned' AND run_id = ?""",
             [claim.run_id],
         )
+        # Per-sample rows derived from the forgotten samples go with the state change (GDPR).
+        erasure.erase_derived_rows(con, model_name=claim.model_name)
         con.execute(
             """UPDATE runs SET status = 'finished', finished_at = now(), model_version = ?,
                    plan_json = ?, summary_json = ? WHERE run_id = ?""",

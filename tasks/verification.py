@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from data_contracts.settings import Settings
@@ -15,6 +16,7 @@ from models.chain import Broken, VersionEvidence, verify_chain
 from models.cost import CostMeter
 from models.datasets import Dataset
 from models.forgettable import ForgettableModel
+from models.memorization import balanced_subset_grad_evals
 from models.mlp import MlpRecipe
 from models.weights import state_sha256
 from tasks import features, registry, warehouse
@@ -83,6 +85,42 @@ def shadow_recipe(recipe: MlpRecipe, *, runs: int, out_per_row: int) -> MlpRecip
     return replace(recipe, epochs=math.ceil(recipe.epochs * runs / (runs - out_per_row)))
 
 
+def _audit_recipe(model: ForgettableModel) -> MlpRecipe:
+    recipe = MlpRecipe(
+        **{k: v for k, v in model.recipe.items() if k in MlpRecipe.__dataclass_fields__}
+    )
+    return shadow_recipe(recipe, runs=AUDIT_REFERENCE_RUNS, out_per_row=AUDIT_REFERENCE_OUT_PER_ROW)
+
+
+def audit_reference_grad_evals(
+    con: duckdb.DuckDBPyConnection, *, dataset: Dataset, model: ForgettableModel
+) -> float:
+    """Grad-evals the shadow references of a RUM audit of `model` (the version being unlearned)
+    would cost now: 0 when the warehouse holds them for every row the audit needs, else what
+    audit_rum will spend training them on the rows `model` still holds (the planner's one-off)."""
+    train, test = dataset.train_rows(), dataset.test_rows()
+    key = features.reference_key(
+        dataset.features[train],
+        dataset.labels[train],
+        recipe=_audit_recipe(model),
+        runs=AUDIT_REFERENCE_RUNS,
+        subset_fraction=1 - AUDIT_REFERENCE_OUT_PER_ROW / AUDIT_REFERENCE_RUNS,
+        balanced_out_per_row=AUDIT_REFERENCE_OUT_PER_ROW,
+        seed=AUDIT_REFERENCE_SEED,
+    )
+    held = dataset.sample_ids[train][~model.removed].tolist()
+    needed = held + dataset.sample_ids[test].tolist()
+    if features.reference_complete(con, key, needed, AUDIT_REFERENCE_RUNS):
+        return 0.0
+    return balanced_subset_grad_evals(
+        len(held),
+        runs=AUDIT_REFERENCE_RUNS,
+        out_per_row=AUDIT_REFERENCE_OUT_PER_ROW,
+        epochs=_audit_recipe(model).epochs,
+        seed=AUDIT_REFERENCE_SEED,
+    )
+
+
 def audit_rum(
     settings: Settings,
     *,
@@ -99,9 +137,6 @@ def audit_rum(
     `forget_rows` and `model.removed` are positions in the training split."""
     train, test = dataset.train_rows(), dataset.test_rows()
     x, y = dataset.features[train], dataset.labels[train]
-    recipe = MlpRecipe(
-        **{k: v for k, v in model.recipe.items() if k in MlpRecipe.__dataclass_fields__}
-    )
     meter = CostMeter()
     with meter.timing(), warehouse.connect(settings) as con:
         ref = features.cached_reference(
@@ -114,12 +149,12 @@ def audit_rum(
             x_test=dataset.features[test],
             y_test=dataset.labels[test],
             classes=dataset.classes,
-            recipe=shadow_recipe(
-                recipe, runs=AUDIT_REFERENCE_RUNS, out_per_row=AUDIT_REFERENCE_OUT_PER_ROW
-            ),
+            recipe=_audit_recipe(model),
             runs=AUDIT_REFERENCE_RUNS,
             balanced_out_per_row=AUDIT_REFERENCE_OUT_PER_ROW,
             seed=AUDIT_REFERENCE_SEED,
+            # forgotten before this run: never trained on again (tasks/erasure.py)
+            exclude_rows=np.setdiff1d(np.flatnonzero(model.removed), forget_rows),
         )
     retain = np.flatnonzero(~model.removed)
     train_losses, test_losses = ref.losses()

@@ -271,6 +271,70 @@ def test_reference_is_cached_in_duckdb_and_read_back_identically(tmp_path, digit
     np.testing.assert_array_equal(first.reference.scores, again.reference.scores)
     assert stored == (len(y), len(y), 4, 0.5)  # every row is out of 2 of 4 runs: mem defined
     assert again.reference.grad_evals == first.reference.grad_evals > 0
+    # the planner's prediction of that cost, before any training
+    from models.memorization import balanced_subset_grad_evals
+
+    predicted = balanced_subset_grad_evals(len(y), runs=4, out_per_row=2, epochs=2, seed=0)
+    assert first.reference.grad_evals == pytest.approx(predicted, rel=1e-12)
+
+
+def test_reference_without_erased_rows_stays_cached_and_never_retrains_on_them(tmp_path, digits):
+    """Rows of forgotten samples: deleted from the cache (tasks/erasure.py), excluded from reads
+    and from any recomputation; a reference lacking a row still needed is recomputed whole."""
+    from data_contracts.settings import Settings
+    from models.memorization import balanced_subset_grad_evals
+    from tasks import features, warehouse
+
+    x, y, xt, yt = digits
+    ids = [f"s{i}" for i in range(len(y))]
+    kw = dict(
+        dataset="digits",
+        sample_ids=ids,
+        x=x,
+        y=y,
+        test_ids=[f"t{i}" for i in range(len(yt))],
+        x_test=xt,
+        y_test=yt,
+        classes=10,
+        recipe=MlpRecipe(hidden=16, epochs=2),
+        runs=4,
+        balanced_out_per_row=2,
+    )
+    gone = np.arange(0, len(y), 50)
+    erased = [ids[i] for i in gone]
+
+    def rows_of(con, key):
+        return con.execute(
+            "SELECT (SELECT count(*) FROM reference_memorization WHERE reference_key = $k "
+            "AND sample_id IN (SELECT unnest($s))), (SELECT count(*) FROM reference_predictions "
+            "WHERE reference_key = $k AND sample_id IN (SELECT unnest($s)))",
+            {"k": key, "s": erased},
+        ).fetchall()[0]
+
+    with warehouse.connect(Settings(home=tmp_path, hash_salt="t")) as con:
+        full = features.cached_reference(con, **kw)
+        for table in ("reference_memorization", "reference_predictions"):  # as the erasure does
+            con.execute(f"DELETE FROM {table} WHERE sample_id IN (SELECT unnest(?))", [erased])
+        hit = features.cached_reference(con, **kw, exclude_rows=gone)
+        assert hit.cached and hit.key == full.key
+        assert np.isnan(hit.reference.scores[gone]).all()
+        assert not hit.reference.member_mask[:, gone].any()
+        kept = np.setdiff1d(np.arange(len(y)), gone)
+        np.testing.assert_allclose(
+            hit.reference.true_class_probs[:, kept], full.reference.true_class_probs[:, kept]
+        )
+        # a reader that still needs the erased rows gets a fresh, whole reference
+        whole = features.cached_reference(con, **kw)
+        assert not whole.cached and rows_of(con, whole.key) == (len(gone), 4 * len(gone))
+    # cold cache with rows excluded: they are not trained on and nothing of them is stored
+    with warehouse.connect(Settings(home=tmp_path / "cold", hash_salt="t")) as con:
+        cold = features.cached_reference(con, **kw, exclude_rows=gone)
+        assert not cold.cached and rows_of(con, cold.key) == (0, 0)
+        assert not cold.reference.member_mask[:, gone].any()
+        assert cold.reference.grad_evals == pytest.approx(
+            balanced_subset_grad_evals(len(kept), runs=4, out_per_row=2, epochs=2, seed=0)
+        )
+        assert features.cached_reference(con, **kw, exclude_rows=gone).cached
 
 
 def test_holdout_and_curvature_columns_are_stored_for_mlps_and_null_otherwise(tmp_path):

@@ -216,6 +216,32 @@ def test_rum_only_under_an_audited_policy_and_it_breaks_the_lineage(digits) -> N
     )
     assert {c.path for c in later} == {"rum", "retrain"}
 
+    # A cold audit-reference cache: RUM's bill carries the shadows' one-off cost (~4.05 training
+    # runs); it neither makes RUM 'not clearly cheaper' nor counts toward the cumulative budget,
+    # and ranking spreads it over ONE_OFF_AMORTISED_RUNS runs: RUM still wins at 4.05 retrains,
+    # a retrain wins once the one-off reaches that many retrains.
+    from models.planner import ONE_OFF_AMORTISED_RUNS
+
+    retrain = next(c for c in plan.candidates if c.path == "retrain").predicted_grad_evals
+    for one_off, winner in ((4.05 * retrain, "rum"), (ONE_OFF_AMORTISED_RUNS * retrain, "retrain")):
+        cold = choose(
+            enumerate_candidates(
+                model,
+                rows,
+                policy=audited,
+                ledger=ModelLedger(lineage="plain"),
+                proxies=proxies,
+                audit_reference_grad_evals=one_off,
+            ),
+            audited,
+        )
+        rum = next(c for c in cold.candidates if c.path == "rum")
+        assert not rum.rejected and cold.chosen.path == winner
+        assert rum.predicted_grad_evals == pytest.approx(done.cost.grad_evals + one_off)
+        assert rum.recurring_grad_evals == pytest.approx(done.cost.grad_evals)
+        assert rum.predicted_seconds > plan.chosen.predicted_seconds * 5
+        assert cold.table()[0]["one_off_grad_evals"] == pytest.approx(one_off, abs=0.1)
+
 
 def test_a_certified_path_refuses_a_model_its_guarantee_does_not_cover(digits) -> None:
     from models.planner import Candidate, Plan

@@ -108,6 +108,11 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
         assert refs["cached"] is False and refs["runs"] == 4 and refs["subset_fraction"] == 0.5
         # 4 half-data models at twice the epochs, plus scoring passes
         assert refs["one_off_fraction_of_training"] == pytest.approx(4.0, rel=0.05)
+        # the planner priced exactly that one-off into RUM's bill (cold cache)
+        assert _rum_row(first)["one_off_grad_evals"] == pytest.approx(
+            refs["one_off_grad_evals"], abs=0.1
+        )
+        assert cert.cost.predicted_grad_evals == cert.cost.grad_evals  # the path's own cost
         assert audit["sizes"]["forget"] == cert.forget_set_size
         version = registry.client(settings).get_model_version(MODEL, "2")
         assert version.tags["audit_passed"] == "true"
@@ -117,16 +122,29 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
         assert first["method"] == "retrain" and "rum" in first["failed_paths"]
         assert any(r.startswith("audit: ") for r in rum_audit["reasons"])
     assert cert.audit["proxies_from_version"] == 1
+    assert _rum_row(first)["one_off_grad_evals"] > 3.5 * cert.cost.retrain_grad_evals
 
     # proxies of the version being unlearned: v2 carries v1's for the remaining rows (RUM keeps
-    # the lineage) or records none (a retrain), and the next run reads the right version
+    # the lineage) or records its own (a retrain), and the next run reads v2's
     forgotten = set(_train_subjects(settings, ["subject-3", "subject-17", "subject-42"]))
     v2 = _features(settings, 2)
+    assert set(v2) == set(v1) - forgotten
     if first["method"] == "rum":
-        assert set(v2) == set(v1) - forgotten
         assert all(v2[s] == v1[s] for s in v2)
     else:
-        assert v2 == {}
+        assert sum(v2[s][0] != v1[s][0] for s in v2) > len(v2) // 2
+
+    # erasure: no per-sample table holds a row of a forgotten sample any more (v1's included),
+    # the shadow reference keeps every other row, and the audit lookup still answers
+    _assert_erased(settings, forgotten, remaining=len(v1) - len(forgotten))
+    from tasks import ledger
+
+    with warehouse.connect(settings) as con:
+        (request,) = ledger.subject_requests(con, "subject-17")
+        held = ledger.subject_influence(con, "subject-17")
+    assert request["state"] == "applied" and request["model_version"] == 2
+    assert request["certificate_sha256"] == cert.sha256()
+    assert [(h["version"], h["serving"]) for h in held] == [(1, False)]
     # on demand: holdout and curvature of the RUM-modified weights replace the carried values
     from tasks.training import compute_extra_proxies
 
@@ -138,7 +156,8 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
     _deliver(settings, "day2", ["subject-101", "subject-7"])
     (second,) = forget_flow(seed=1, model_name=MODEL, policy=AUDITED)["models"]
     cert3 = registry.load_version(settings, MODEL, 3).certificate
-    assert cert3.audit["proxies_from_version"] == (2 if first["method"] == "rum" else 1)
+    assert cert3.audit["proxies_from_version"] == 2
+    assert _rum_row(second)["one_off_grad_evals"] == 0.0  # the references are cached now
     if second["method"] == "rum" or "rum" in second["failed_paths"]:
         audit = cert3.audit.get("rum_audit") or cert3.audit["failed_attempts"][0]
         if "references" in audit:
@@ -149,6 +168,32 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
             "SELECT count(DISTINCT reference_key) FROM reference_memorization"
         ).fetchall()[0][0]
     assert keys == 1
+    forgotten |= set(_train_subjects(settings, ["subject-101", "subject-7"]))
+    _assert_erased(settings, forgotten, remaining=len(v1) - len(forgotten))
+
+
+def _rum_row(summary: dict) -> dict:
+    (row,) = [c for c in summary["plan"]["candidates"] if c["path"] == "rum"]
+    return row
+
+
+def _assert_erased(settings: Settings, forgotten: set[str], *, remaining: int) -> None:
+    """No per-sample table has a row of a `forgotten` sample; the reference has `remaining` rows."""
+    from tasks import erasure, warehouse
+
+    with warehouse.connect(settings) as con:
+        for table in erasure.PER_SAMPLE_TABLES:
+            hits = con.execute(
+                f"SELECT count(*) FROM {table} WHERE sample_id IN (SELECT unnest(?))",
+                [sorted(forgotten)],
+            ).fetchall()[0][0]
+            assert hits == 0, table
+        kept = con.execute("SELECT count(*) FROM reference_memorization").fetchall()[0][0]
+        runs = con.execute(
+            "SELECT count(*) FROM reference_predictions WHERE sample_id LIKE 'digits-%'"
+        ).fetchall()[0][0]
+    assert kept == remaining
+    assert runs > 4 * remaining  # training rows of every shadow, plus the test rows
 
 
 def test_a_rum_that_does_not_unlearn_fails_its_audit_and_falls_back_to_retrain(
@@ -186,3 +231,16 @@ def test_a_rum_that_does_not_unlearn_fails_its_audit_and_falls_back_to_retrain(
     metrics = attempt["metrics"]  # the parent still fits rows a model without them gets wrong
     assert metrics["audit.forget_acc"] > metrics["audit.forget_acc_reference"] + 0.1
     assert np.isfinite(attempt["metrics"]["audit.ks_forget_floor"])
+    # the fallback retrain recorded its own learning events: v2 has proxies of its own
+    v1, v2 = _features(settings, 1), _features(settings, 2)
+    forgotten = set(_train_subjects(settings, subjects))
+    assert set(v2) == set(v1) and not set(v2) & forgotten  # v1's forgotten rows are erased
+    assert sum(v2[s][0] != v1[s][0] for s in v2) > len(v2) // 2
+    assert all(h is None and k is None for _, h, k in v2.values())  # extras: on demand only
+    with warehouse.connect(settings) as con:
+        visits = con.execute(
+            "SELECT min(visits) FROM memorization_features WHERE model_name = ? "
+            "AND model_version = 2",
+            [MODEL],
+        ).fetchall()[0][0]
+    assert visits == 15  # one observation per epoch of the retrain
