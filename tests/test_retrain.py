@@ -107,3 +107,52 @@ def test_invalid_recipe_raises_naming_the_parameter(data):
     bad = PnsgdRecipe(batch_size=32, epochs=0)
     with pytest.raises(ValueError, match="epochs"):
         retrain_pnsgd(x, y, classes=10, recipe=bad, seed=3, keep_rows=np.arange(len(y)))
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "overrides", "records"),
+    [
+        ("mlp", {"epochs": 2, "hidden": 16}, True),
+        ("pcmu", {"steps": 5}, True),
+        ("pcmu-sisa", {"shards": 4, "steps": 5}, True),
+        ("pnsgd", {"epochs": 2}, False),  # would need an extra probability pass per batch
+        ("sisa", {"shards": 2, "slices": 2, "epochs_per_slice": 1}, False),
+    ],
+)
+def test_the_retrain_path_records_learning_events_where_training_computes_them_anyway(
+    recipe_name, overrides, records
+):
+    """A retrain's events describe the retained rows only (the new version's own proxies)."""
+    from models.planner import Candidate, ModelLedger, Plan
+    from models.training import train_model
+    from models.unlearning import execute
+
+    ds = load_digits_dataset()
+    run = train_model(ds, recipe_name=recipe_name, seed=0, overrides=overrides)
+    tr = ds.train_rows()
+    forget = np.array([3, 17, 400])
+    retrain = Candidate(
+        path="retrain", guarantee="exact", predicted_grad_evals=0, predicted_seconds=0
+    )
+    done = execute(
+        Plan(chosen=retrain, candidates=[retrain], why="test"),
+        run.model,
+        ds.features[tr],
+        ds.labels[tr],
+        forget,
+        ledger=ModelLedger(lineage=run.model.lineage),
+        seed=1,
+    )
+    if not records:
+        assert done.events is None
+        return
+    counts = done.events.counts.numpy()
+    assert (counts[forget] == 0).all() and (np.delete(counts, forget) > 0).all()
+    if recipe_name == "mlp":  # one observation per epoch, as in training (PCMU may stop early)
+        kept_train = np.delete(run.events.counts.numpy(), forget)
+        assert np.array_equal(np.delete(counts, forget), kept_train)
+    conf = done.events.means()["confidence"]
+    assert np.isnan(conf[forget]).all() and np.isfinite(np.delete(conf, forget)).all()
+    assert not np.allclose(
+        np.delete(conf, forget), np.delete(run.events.means()["confidence"], forget)
+    )
