@@ -4,7 +4,9 @@ For each recipe on digits: train once and start the ledger as the flow does (the
 rate as the last-resort prior), then for three forget sets (two single subjects, one 1% batch)
 plan every candidate and execute it, recording predicted and measured grad-evals and seconds side
 by side in this one process. The first plan prices each path from a micro-run of its inner loop
-(models/calibration.py); later plans from the path's own earlier runs, as the flow's ledger does.
+(models/calibration.py), or, for paths that repeat training work (retrains of MLP / PCMU /
+PCMU-in-shards, shard replays), from the training run's rate; later plans from the path's own
+earlier runs, as the flow's ledger does.
 Each row also shows what the training run's rate alone would have predicted.
 Target: predicted / actual within [0.67, 1.5].
 
@@ -91,8 +93,10 @@ def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Ge
             rated = cand.predicted_grad_evals - cand.measured_grad_evals
             if cand.micro_run:
                 source_share = cand.micro_run["cpu_seconds"] / cand.micro_run["seconds"]
-            else:
+            elif cand.path in shares:
                 source_share = float(np.mean(shares[cand.path][-OWN_RUNS_KEPT:]))
+            else:  # priced at the training run's rate (calibration.TRAINING_RATE_PATHS)
+                source_share = run.cost.cpu_seconds / run.cost.seconds
             shares.setdefault(cand.path, []).append(run_share)
             rows.append(
                 {
@@ -137,7 +141,9 @@ def main() -> None:
         f"start, {load_after:.1f} at the end, on {os.cpu_count()} cores). Every ratio below is "
         "measured side by side in this one process. Seconds are predicted as grad-evals x the "
         "path's seconds per grad-eval: on the first plan from a micro-run of the path's own inner "
-        "loop (models/calibration.py), afterwards the median of the path's own runs (as the "
+        "loop (models/calibration.py) or, for paths that repeat training work "
+        "(calibration.TRAINING_RATE_PATHS), the training run's rate; afterwards the median of "
+        "the path's own runs (as the "
         "flow's ledger does); PCMU adds the seconds its planning-time check took, since the path "
         "repeats that check. `at training rate` is what the training run's rate alone (the "
         "previous scheme) predicts. `core share` is this thread's CPU seconds / wall seconds "

@@ -277,8 +277,9 @@ def _sharded_pcmu_candidate(
     model: ForgettableModel, forget_rows: np.ndarray, data: tuple[np.ndarray, np.ndarray]
 ) -> Candidate:
     """PCMU per affected SISA shard (models/pcmu_sisa.py): each shard's budget, else its
-    data-dependent check run now (counted) plus the replay it predicts exactly, (steps - t*) *
-    (n_s - |F_s|) (algorithms.md sec. 2; Bourtoule et al., arXiv 1912.03817, sec. IV)."""
+    data-dependent check run now (counted) plus the replay it implies, (steps - t*) * (n_s - |F_s|):
+    an upper bound, since a replay can reach its fixed point before the stored run's last step
+    (algorithms.md sec. 2; Bourtoule et al., arXiv 1912.03817, sec. IV)."""
     from models.cost import CostMeter
     from models.pcmu_sisa import predict_unlearn_grad_evals
 
@@ -372,8 +373,9 @@ def _price_seconds(
     """Predicted seconds = measured part + the rest of the grad-evals x the path's rate. A viable
     path the ledger has no rate for gets one from a micro-run of its inner loop now (needs `data`),
     which the flow stores in the next version's ledger; its cost is at most
-    CALIBRATION_BUDGET_FRACTION of a retrain, shared by the paths that need one. Paths that run
-    the same inner loop (SISA's and PCMU's unlearning and retrain) share one micro-run."""
+    CALIBRATION_BUDGET_FRACTION of a retrain, shared by the paths that need one. SISA's unlearning
+    and retrain run the same shard loop and share one micro-run; paths that repeat training work
+    (calibration.TRAINING_RATE_PATHS) keep the ledger's training-run rate until they have run."""
     from models.calibration import MICRO_RUNS, calibration_budget, micro_run
 
     known = ledger.seconds_per_grad_eval_by_path

@@ -372,12 +372,39 @@ MICRO_RUN_CASES = [
     ("sisa", {"epochs_per_slice": 1}, "sisa"),
     ("sisa", {"epochs_per_slice": 1}, "retrain"),
     ("pcmu", {"steps": 5}, "pcmu"),
-    ("pcmu", {"steps": 5}, "retrain"),
-    ("pcmu-sisa", {"steps": 5}, "pcmu-sisa"),
-    ("pcmu-sisa", {"steps": 5}, "retrain"),
-    ("mlp", {"epochs": 1}, "retrain"),
     ("mlp", {"epochs": 1}, "rum"),
 ]
+
+
+def test_every_path_of_every_recipe_has_exactly_one_seconds_source() -> None:
+    """A micro-run of its inner loop, or (training work itself) the training run's rate."""
+    from models.calibration import MICRO_RUNS, TRAINING_RATE_PATHS
+    from models.training import FITS
+    from models.unlearning import PATH_RECIPES
+
+    pairs = {(r, p) for p, recipes in PATH_RECIPES.items() for r in recipes or FITS}
+    assert set(MICRO_RUNS) | TRAINING_RATE_PATHS == pairs
+    assert not set(MICRO_RUNS) & TRAINING_RATE_PATHS
+
+
+def test_paths_that_repeat_training_work_are_priced_at_the_training_rate_without_a_micro_run(
+    digits,
+) -> None:
+    model = train_model(digits, recipe_name="pcmu-sisa", seed=0, overrides={"steps": 5}).model
+    train = digits.train_rows()
+    data = (digits.features[train], digits.labels[train])
+    ledger = ModelLedger(lineage="pcmu", seconds_per_grad_eval=3e-5)
+    candidates = enumerate_candidates(
+        model,
+        _forget(model.n_retained, 4),
+        policy=Policy(guarantee="exact"),
+        ledger=ledger,
+        data=data,
+    )
+    for c in candidates:
+        assert c.micro_run is None and c.seconds_basis.startswith("training run")
+        rated = c.predicted_grad_evals - c.measured_grad_evals
+        assert c.predicted_seconds == pytest.approx(c.measured_seconds + rated * 3e-5)
 
 
 @pytest.mark.parametrize(("recipe", "overrides", "path"), MICRO_RUN_CASES)
@@ -389,7 +416,6 @@ def test_each_micro_run_spends_its_share_and_never_touches_forgotten_or_forget_r
     from models.calibration import (
         MICRO_RUNS,
         REPEATS,
-        fullbatch_steps,
         micro_run,
         minibatch_rows,
     )
@@ -415,12 +441,6 @@ def test_each_micro_run_spends_its_share_and_never_touches_forgotten_or_forget_r
     available = len(y) - 9
     if recipe == "pcmu":  # full-batch steps on every retained row (one: the budget's floor)
         assert run.grad_evals == REPEATS * available
-    elif recipe == "pcmu-sisa":  # full-batch steps on the median shard's retained rows
-        state = model.sharded_pcmu_state()
-        sizes = sorted(np.setdiff1d(state.shard_rows(s), forget).size for s in state.live_shards())
-        rows = sizes[len(sizes) // 2]
-        steps = fullbatch_steps(budget_grad_evals=budget, rows=rows)
-        assert steps > 1 and run.grad_evals == REPEATS * steps * rows
     elif path == "rum":
         r = RumRecipe()
         k = minibatch_rows(
