@@ -46,6 +46,8 @@ from typing import Any
 import duckdb
 import psutil
 
+from benchmarks._progress import track
+
 RESULTS_PATH = Path(__file__).parent / "results" / "ingest_10m.md"
 COMMAND = ".venv/bin/python -m benchmarks.ingest_10m"
 MODEL = "digits-logreg"
@@ -624,7 +626,7 @@ def main() -> None:
         gen_seconds = generate(manifest, rows=args.rows, template=template)
         before = machine()
         results = []
-        for variant in args.variants.split(","):
+        for variant in track(args.variants.split(","), description="variants"):
             # The headline variants run several times: other users' load makes single walls noisy.
             runs = []
             for _ in range(args.repeat if variant in REPEATED else 1):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from benchmarks._progress import track
 from data_contracts.settings import Settings
 from models.audit import (
     CanaryWorld,
@@ -183,7 +184,7 @@ def proxy_table(
     soft = ref.soft_scores()
     rows: dict[str, ProxyRow] = {}
     train_grad_evals, train_seconds = 0.0, []
-    for seed in PROXY_SEEDS:
+    for seed in track(PROXY_SEEDS, description="proxy runs"):
         proxies, meter = proxies_for_run(
             x, y, x_hold, y_hold, classes=classes, recipe=recipe, seed=seed
         )
@@ -308,7 +309,7 @@ def audit_calibration(worlds: int, con: duckdb.DuckDBPyConnection) -> list[str]:
     }
     rum_cost: list[float] = []
     shadow_cost: dict[tuple[int, int], list[float]] = {d: [] for d in SHADOW_DESIGNS}
-    for world in range(worlds):
+    for world in track(range(worlds), description="audit worlds"):
         w = canary_world(x, y, xt, yt, classes=10, canaries=40, clean=40, seed=100 + world)
         forget, retain, y_train = w.forget, w.retain, w.y
 
