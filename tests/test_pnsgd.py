@@ -74,7 +74,9 @@ def test_digits_rff_keeps_ids_and_split_and_is_data_independent(digits) -> None:
 
     rff = load_dataset("digits-rff")
     assert rff.name == "digits-rff" and rff.features.shape == (1797, 513)
-    assert np.array_equal(rff.sample_ids, digits.sample_ids) and np.array_equal(rff.is_train, digits.is_train)
+    assert np.array_equal(rff.sample_ids, digits.sample_ids) and np.array_equal(
+        rff.is_train, digits.is_train
+    )
     np.testing.assert_allclose(np.linalg.norm(rff.features, axis=1), 1.0, rtol=1e-6)
     # The map depends on the seed only: row i's features do not change when other rows are dropped.
     pixels = np.random.default_rng(0).random((5, 64))
