@@ -78,21 +78,26 @@ def world():
     )
 
 
-@pytest.fixture(scope="module")
-def rum(world):
+def _rum_on(w: dict) -> tuple:
+    """RUM on a canary world's forget set, split by its training-time confidence proxy."""
     meter = CostMeter()
     result = rum_unlearn(
-        world["original"],
-        world["x"],
-        world["y"],
-        forget_rows=world["forget"],
-        retain_rows=world["retain"],
-        proxy_scores=world["confidence"],
+        w["original"],
+        w["x"],
+        w["y"],
+        forget_rows=w["forget"],
+        retain_rows=w["retain"],
+        proxy_scores=w["confidence"],
         direction="low",
         seed=7,
         meter=meter,
     )
     return result, meter
+
+
+@pytest.fixture(scope="module")
+def rum(world):
+    return _rum_on(world)
 
 
 def _mia_gap(audit: AuditResult) -> float:
@@ -251,18 +256,7 @@ def cancer_world():
 
 def test_rum_on_tabular_data_passes_the_audit_the_original_fails(cancer_world):
     w = cancer_world
-    meter = CostMeter()
-    result = rum_unlearn(
-        w["original"],
-        w["x"],
-        w["y"],
-        forget_rows=w["forget"],
-        retain_rows=w["retain"],
-        proxy_scores=w["confidence"],
-        direction="low",
-        seed=7,
-        meter=meter,
-    )
+    result, meter = _rum_on(w)
     ref, twin = w["reference"], w["twin"]
     before = audit_unlearned(w["evaluate"](w["original"]), ref, [twin])
     after = audit_unlearned(w["evaluate"](result.model), ref, [twin])
