@@ -231,13 +231,10 @@ def test_shadow_references_score_forget_rows_with_models_that_never_saw_them():
         )
 
 
-def test_reference_is_cached_in_duckdb_and_read_back_identically(tmp_path, digits):
-    from data_contracts.settings import Settings
-    from tasks import features, warehouse
-
+def _small_reference_args(digits) -> dict:
+    """cached_reference arguments for a cheap 4-run balanced reference on digits."""
     x, y, xt, yt = digits
-    settings = Settings(home=tmp_path, hash_salt="t")
-    kw = dict(
+    return dict(
         dataset="digits",
         sample_ids=[f"s{i}" for i in range(len(y))],
         x=x,
@@ -250,6 +247,15 @@ def test_reference_is_cached_in_duckdb_and_read_back_identically(tmp_path, digit
         runs=4,
         balanced_out_per_row=2,
     )
+
+
+def test_reference_is_cached_in_duckdb_and_read_back_identically(tmp_path, digits):
+    from data_contracts.settings import Settings
+    from tasks import features, warehouse
+
+    y = digits[1]
+    settings = Settings(home=tmp_path, hash_salt="t")
+    kw = _small_reference_args(digits)
     with warehouse.connect(settings) as con:
         first = features.cached_reference(con, **kw)
         again = features.cached_reference(con, **kw)
@@ -285,21 +291,9 @@ def test_reference_without_erased_rows_stays_cached_and_never_retrains_on_them(t
     from models.memorization import balanced_subset_grad_evals
     from tasks import features, warehouse
 
-    x, y, xt, yt = digits
-    ids = [f"s{i}" for i in range(len(y))]
-    kw = dict(
-        dataset="digits",
-        sample_ids=ids,
-        x=x,
-        y=y,
-        test_ids=[f"t{i}" for i in range(len(yt))],
-        x_test=xt,
-        y_test=yt,
-        classes=10,
-        recipe=MlpRecipe(hidden=16, epochs=2),
-        runs=4,
-        balanced_out_per_row=2,
-    )
+    y = digits[1]
+    kw = _small_reference_args(digits)
+    ids = kw["sample_ids"]
     gone = np.arange(0, len(y), 50)
     erased = [ids[i] for i in gone]
 
