@@ -28,8 +28,9 @@ class ModelLedger:
     z_carried: float = 0.0  # PNSGD W-infinity bound left over from earlier requests
     pcmu_removed: int = 0
     grad_evals_since_retrain: float = 0.0
-    # The training run's rate: a last resort only. Training records learning events and a PNSGD
-    # retrain does not, so it overpredicted retrains and fine-tunes 2-2.5x (benchmarks/cost_model).
+    # The training run's rate: what paths that repeat training work use until they have run
+    # (calibration.TRAINING_RATE_PATHS); for the others a last resort only, since PNSGD training
+    # records learning events and its fine-tunes and retrains do not (2-2.5x overpredicted).
     seconds_per_grad_eval: float = 1e-5
     # The rate each path is predicted with: the median of its own last runs, else a micro-run of
     # its inner loop on this machine (models.calibration). Stored so the ledger JSON reads alone.
