@@ -416,8 +416,11 @@ def explain(
         table.add_row(
             c["path"],
             c["guarantee"],
-            f"{c['predicted_grad_evals']:.0f}",
-            f"{c['predicted_seconds']:.2f}",
+            # "(<= upper)" only where the estimate is not itself a bound (models.planner.Candidate).
+            f"{c['predicted_grad_evals']:.0f}"
+            + (f" (<= {c['upper_grad_evals']:.0f})" if c.get("upper_grad_evals") else ""),
+            f"{c['predicted_seconds']:.2f}"
+            + (f" (<= {c['upper_seconds']:.2f})" if c.get("upper_seconds") else ""),
             # Plans stored before per-path calibration have no basis recorded.
             c.get("seconds_from", ""),
             eps,

@@ -579,6 +579,31 @@ def pcmu_check(
     return PcmuCheck(passed, None if passed else run.stop, run.grad_evals)
 
 
+def pcmu_unlearn_grad_evals(
+    model: PcmuModel, check: PcmuCheck, *, removed: int
+) -> tuple[float, float]:
+    """(point estimate, upper bound) of `pcmu_unlearn`'s grad-evals past the budget, given the
+    data-dependent check it will repeat (`check`, on the same rows) and |F| = `removed`.
+
+    Point estimate: the check plus a replay of the stored run's remaining steps,
+    (steps_run - t*) * (n - |F|) (algorithms.md sec. 2). The replay stops at its own fixed point,
+    which can come much earlier or later than the stored run's (chaotic: on digits shards
+    0.42x-2.4x of the estimate), so the estimate is not a bound. Upper bound: every step
+    t >= t* is computed at most once on the n - |F| retained rows (a run never passes T) and,
+    after a bitwise rejoin, checked at most once again for |F| (checks stop at the stored
+    steps_run; step t* is already in `check`): check + (T - t*)(n - |F|) + (steps_run - t* - 1)|F|."""
+    if check.passed or check.first_flip_step is None:
+        return check.grad_evals, check.grad_evals
+    t, kept = check.first_flip_step, model.rows - removed
+    point = check.grad_evals + (model.steps_run - t) * kept
+    upper = (
+        check.grad_evals
+        + (model.recipe.steps - t) * kept
+        + max(0, model.steps_run - t - 1) * removed
+    )
+    return float(point), float(upper)
+
+
 def pcmu_retrain_grad_evals(model_or_recipe: PcmuModel | PcmuRecipe, *, n: int) -> int:
     """Grad-evals of a retrain on n rows: T * n for a recipe; for a model, its computed steps * n
     (a retrain on nearly the same rows stops at a nearby fixed point; an estimate, not a bound)."""

@@ -36,6 +36,7 @@ from models.pcmu import (
     pcmu_check,
     pcmu_retrain_grad_evals,
     pcmu_unlearn,
+    pcmu_unlearn_grad_evals,
     train_pcmu,
 )
 from models.progress import Progress, counter
@@ -217,9 +218,7 @@ def _train_shard(
         meter=meter,
     )
     if events is not None and local is not None:
-        index = torch.as_tensor(rows)
-        events.sums.index_add_(0, index, local.sums)
-        events.counts.index_add_(0, index, local.counts)
+        events.add_at(rows, local)
     return model
 
 
@@ -452,12 +451,14 @@ def predict_unlearn_grad_evals(
     forget_rows: np.ndarray,
     *,
     meter: CostMeter | None = None,
-) -> tuple[float, dict[str, Any]]:
+) -> tuple[float, float, dict[str, Any]]:
     """Planner's prediction: per affected shard, zero within its budget, else the data-dependent
     check run now (counted, and metered into `meter`) plus a replay of (steps - t*) *
-    (n_s - |F_s|) if it fails (algorithms.md sec. 2). Returns the total and per-shard detail."""
+    (n_s - |F_s|) if it fails (algorithms.md sec. 2). Returns the total, an upper bound on it
+    (a replay runs at most T - t* steps: models.pcmu.pcmu_unlearn_grad_evals) and per-shard
+    detail."""
     forget = _positions(forget_rows, model.n, "forget_rows")
-    total, detail = 0.0, {}
+    total, upper, detail = 0.0, 0.0, {}
     for s, rows_f in sorted(_affected(model, forget).items()):
         state, rows = model.shard_models[s], model.shard_rows(s)
         if state is None or rows.size - rows_f.size < MIN_SHARD_ROWS:
@@ -474,13 +475,12 @@ def predict_unlearn_grad_evals(
             recipe=model.recipe.pcmu,
             meter=meter,
         )
-        replay = 0.0
-        if not check.passed:
-            replay = float((state.steps_run - check.first_flip_step) * (rows.size - rows_f.size))
-        total += check.grad_evals + replay
+        point, most = pcmu_unlearn_grad_evals(state, check, removed=int(rows_f.size))
+        total, upper = total + point, upper + most
         detail[str(s)] = {
             "mode": "check" if check.passed else "replay",
             "first_flip_step": check.first_flip_step,
             "planning_check_grad_evals": check.grad_evals,
+            "upper_grad_evals": most,
         }
-    return total, detail
+    return total, upper, detail

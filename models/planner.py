@@ -123,6 +123,21 @@ class Candidate:
     # Part of predicted_grad_evals this run pays once for every later run too (RUM's shadow
     # references while their cache is cold): in the bill, but amortised when ranking paths.
     one_off_grad_evals: float = 0.0
+    # Grad-evals the path cannot exceed, where predicted_grad_evals is only an estimate (PCMU
+    # replays, PCMU-family and SISA retrains); None: the prediction is exact or a bound itself.
+    upper_grad_evals: float | None = None
+    upper_seconds: float = 0.0  # upper_grad_evals priced like predicted_seconds
+
+    @property
+    def grad_evals_bound(self) -> float:
+        """Upper bound on the path's grad-evals: exact costs and bounds are their own bound.
+
+        Exact: PNSGD (epochs x n), SISA (slices replayed from the assignment), RUM with the
+        training-time proxy, PNSGD and MLP retrains (epochs x n). Already a bound: RUM without the
+        proxy. Only an estimate: PCMU / PCMU-in-shards replays and the retrains of those recipes,
+        which stop at a fixed point no cheap predictor places (models.pcmu.pcmu_unlearn_grad_evals),
+        and a SISA retrain (balanced shards assumed); those carry an explicit upper_grad_evals."""
+        return self.predicted_grad_evals if self.upper_grad_evals is None else self.upper_grad_evals
 
     @property
     def recurring_grad_evals(self) -> float:
@@ -134,6 +149,9 @@ class Candidate:
         """The cost `choose` compares: the one-off part spread over ONE_OFF_AMORTISED_RUNS."""
         return self.recurring_grad_evals + self.one_off_grad_evals / ONE_OFF_AMORTISED_RUNS
 
+    def _upper_is_point(self) -> bool:
+        return self.upper_grad_evals is None or self.upper_grad_evals == self.predicted_grad_evals
+
     def as_row(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -141,6 +159,9 @@ class Candidate:
             "predicted_grad_evals": round(self.predicted_grad_evals, 1),
             "one_off_grad_evals": round(self.one_off_grad_evals, 1),
             "predicted_seconds": round(self.predicted_seconds, 3),
+            # Only where the point estimate is not a bound (None: the prediction is one).
+            "upper_grad_evals": None if self._upper_is_point() else round(self.upper_grad_evals, 1),
+            "upper_seconds": None if self._upper_is_point() else round(self.upper_seconds, 3),
             "seconds_per_grad_eval": float(f"{self.seconds_per_grad_eval:.4g}"),
             "seconds_from": self.seconds_basis,
             "epsilon": self.epsilon,
@@ -168,6 +189,22 @@ class Plan:
             "candidates": self.table(),
             "chosen_params": self.chosen.params,
         }
+
+
+def _retrain_upper_grad_evals(model: ForgettableModel, n_after: int) -> float | None:
+    """A retrain's grad-evals cannot exceed this (None: ForgettableModel.retrain_grad_evals is
+    exact). PCMU recipes run at most T full-batch steps on the n_after rows (the estimate assumes
+    the stored run's fixed point); SISA keeps its assignment of all training rows and skips the
+    excluded ones, so the count with none excluded bounds it (Bourtoule et al., sec. IV)."""
+    if model.recipe_name == "pcmu":
+        return float(model.pcmu_state().recipe.steps * n_after)
+    if model.recipe_name == "pcmu-sisa":
+        return float(model.sharded_pcmu_state().recipe.pcmu.steps * n_after)
+    if model.recipe_name == "sisa":
+        from models.sisa import SisaRecipe, sisa_retrain_grad_evals
+
+        return sisa_retrain_grad_evals(SisaRecipe(**model.recipe), n=len(model.removed))
+    return None
 
 
 def _pnsgd_candidate(
@@ -235,10 +272,11 @@ def _pcmu_candidate(
     model: ForgettableModel, forget_rows: np.ndarray, data: tuple[np.ndarray, np.ndarray]
 ) -> Candidate:
     """Zero cost within the worst-case budget; otherwise the data-dependent check is run now
-    (T*|F| grad-evals, counted) and the replay from its first flip is predicted exactly as
-    (steps - t*) * (n - |F|) (algorithms.md sec. 2)."""
+    (up to steps*|F| grad-evals, counted) and the replay from its first flip t* is estimated as
+    (steps_run - t*) * (n - |F|), bounded by a replay to T (models.pcmu.pcmu_unlearn_grad_evals;
+    algorithms.md sec. 2)."""
     from models.cost import CostMeter
-    from models.pcmu import pcmu_check
+    from models.pcmu import pcmu_check, pcmu_unlearn_grad_evals
 
     state = model.pcmu_state()
     cand = Candidate(
@@ -258,12 +296,9 @@ def _pcmu_candidate(
         recipe=state.recipe,
         meter=meter,
     )
-    replay = 0.0
-    if not check.passed:
-        replay = float(
-            (state.steps_run - check.first_flip_step) * (len(retained) - len(forget_rows))
-        )
-    cand.predicted_grad_evals = check.grad_evals + replay
+    cand.predicted_grad_evals, cand.upper_grad_evals = pcmu_unlearn_grad_evals(
+        state, check, removed=len(forget_rows)
+    )
     # pcmu_unlearn repeats this very check before replaying: its time is known, not predicted.
     cand.measured_grad_evals, cand.measured_seconds = check.grad_evals, meter.seconds
     cand.params = {
@@ -278,15 +313,16 @@ def _sharded_pcmu_candidate(
     model: ForgettableModel, forget_rows: np.ndarray, data: tuple[np.ndarray, np.ndarray]
 ) -> Candidate:
     """PCMU per affected SISA shard (models/pcmu_sisa.py): each shard's budget, else its
-    data-dependent check run now (counted) plus the replay it implies, (steps - t*) * (n_s - |F_s|):
-    an upper bound, since a replay can reach its fixed point before the stored run's last step
-    (algorithms.md sec. 2; Bourtoule et al., arXiv 1912.03817, sec. IV)."""
+    data-dependent check run now (counted) plus the replay it implies, (steps_run - t*) *
+    (n_s - |F_s|). Not a bound: a replay stops at its own fixed point, earlier or later than the
+    stored run's; upper_grad_evals replays every shard to T (algorithms.md sec. 2; Bourtoule et
+    al., arXiv 1912.03817, sec. IV)."""
     from models.cost import CostMeter
     from models.pcmu_sisa import predict_unlearn_grad_evals
 
     x, y = data
     meter = CostMeter()
-    total, per_shard = predict_unlearn_grad_evals(
+    total, upper, per_shard = predict_unlearn_grad_evals(
         model.sharded_pcmu_state(), x, y, forget_rows, meter=meter
     )
     return Candidate(
@@ -294,6 +330,7 @@ def _sharded_pcmu_candidate(
         guarantee="exact",
         predicted_grad_evals=total,
         predicted_seconds=0.0,
+        upper_grad_evals=upper,
         params={"per_shard": per_shard},
         # The unlearning repeats these checks first: their time is known, not predicted.
         measured_grad_evals=meter.grad_evals,
@@ -414,6 +451,8 @@ def _price_seconds(
             c.seconds_basis = ledger.rate_basis(c.path)
         rated = max(c.predicted_grad_evals - c.measured_grad_evals, 0.0)
         c.predicted_seconds = c.measured_seconds + rated * c.seconds_per_grad_eval
+        rated_upper = max(c.grad_evals_bound - c.measured_grad_evals, 0.0)
+        c.upper_seconds = c.measured_seconds + rated_upper * c.seconds_per_grad_eval
         if c.measured_grad_evals:
             c.seconds_basis += f" + {c.measured_seconds:.3f} s measured while planning"
 
@@ -445,6 +484,7 @@ def enumerate_candidates(
         guarantee="exact",
         predicted_grad_evals=model.retrain_grad_evals(n_after),
         predicted_seconds=0.0,
+        upper_grad_evals=_retrain_upper_grad_evals(model, n_after),
     )
     candidates = []
     if model.lineage == "pnsgd":

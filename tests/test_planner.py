@@ -7,7 +7,7 @@ import pytest
 
 from data_contracts.policy import Policy
 from models.datasets import load_digits_dataset
-from models.planner import ModelLedger, choose, enumerate_candidates
+from models.planner import ModelLedger, Plan, choose, enumerate_candidates
 from models.training import train_model
 from models.unlearning import execute
 
@@ -112,6 +112,26 @@ def test_sisa_prediction_equals_measured_cost_and_beats_retrain(digits, sisa_mod
     assert done.guarantee == "exact"
     assert done.cost.grad_evals == pytest.approx(plan.chosen.predicted_grad_evals)
     assert done.model.removed[rows].all() and done.model.n_retained == sisa_model.n_retained - 4
+    # Exact, so no separate bound in the table; the retrain's balanced-shard count is only an
+    # estimate, bounded by the count over every training row (excluded rows only shrink slices).
+    sisa_row, retrain_row = plan.table()
+    assert sisa_row["upper_grad_evals"] is None and plan.chosen.grad_evals_bound == (
+        plan.chosen.predicted_grad_evals
+    )
+    retrain = plan.candidates[1]
+    assert (
+        retrain_row["upper_grad_evals"] == retrain.upper_grad_evals > retrain.predicted_grad_evals
+    )
+    redone = execute(
+        Plan(chosen=retrain, candidates=plan.candidates, why="test"),
+        sisa_model,
+        digits.features[train],
+        digits.labels[train],
+        rows,
+        ledger=ModelLedger(lineage="sisa"),
+        seed=1,
+    )
+    assert redone.cost.grad_evals <= retrain.upper_grad_evals
 
 
 def test_pnsgd_execution_spends_the_planned_epochs_and_carries_z(digits, pnsgd_model) -> None:
@@ -139,7 +159,6 @@ def test_pnsgd_execution_spends_the_planned_epochs_and_carries_z(digits, pnsgd_m
 
 def test_pcmu_candidate_predicts_its_measured_cost_and_is_exact(digits) -> None:
     from models.pcmu import PcmuRecipe, train_pcmu
-    from models.planner import Plan
 
     model = train_model(digits, recipe_name="pcmu", seed=0, overrides={"steps": 40}).model
     train = digits.train_rows()
@@ -172,6 +191,13 @@ def test_pcmu_candidate_predicts_its_measured_cost_and_is_exact(digits) -> None:
     )
     assert done.method == f"pcmu-{pcmu.params['mode']}"
     assert done.cost.grad_evals == pytest.approx(pcmu.predicted_grad_evals)
+    assert done.cost.grad_evals <= pcmu.grad_evals_bound
+    if pcmu.params["mode"] == "replay":  # a replay may run on to T = 40 steps, never further
+        kept, t = len(y) - len(rows), pcmu.params["first_flip_step"]
+        assert pcmu.upper_grad_evals >= pcmu.measured_grad_evals + (40 - t) * kept
+        assert pcmu.upper_seconds > pcmu.predicted_seconds
+    retrain = next(c for c in candidates if c.path == "retrain")
+    assert retrain.upper_grad_evals == 40 * (len(y) - len(rows))
     keep = np.setdiff1d(np.arange(len(y)), rows)
     scratch = train_pcmu(x[keep], y[keep], classes=10, recipe=PcmuRecipe(steps=40), seed=0)
     assert np.array_equal(done.model.arrays["weights"], scratch.weights.numpy())
@@ -187,7 +213,7 @@ def test_rum_only_under_an_audited_policy_and_it_breaks_the_lineage(digits) -> N
     )
     assert [c.path for c in certified] == ["retrain"]
     audited = Policy(guarantee="audited")
-    proxies = run.events.means()["confidence"]
+    proxies = run.events.proxies()["confidence"]
     plan = choose(
         enumerate_candidates(
             model, rows, policy=audited, ledger=ModelLedger(lineage="plain"), proxies=proxies
