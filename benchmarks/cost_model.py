@@ -10,13 +10,22 @@ earlier runs, as the flow's ledger does.
 Each row also shows what the training run's rate alone would have predicted.
 Target: predicted / actual within [0.67, 1.5].
 
-Run: .venv/bin/python -m benchmarks.cost_model   (writes benchmarks/results/cost_model.md)
+Coverage: then, from the same trained model (each request is its first removal; the ledger's
+rates carry on from the runs above, as a model in service has them), N random single subjects per
+recipe are planned and the path the planner chooses is executed: the share within the band, the
+worst ratios, and whether every actual cost stayed under the candidate's upper bound
+(Candidate.grad_evals_bound; required: all of them).
+
+Run: .venv/bin/python -m benchmarks.cost_model [--coverage N] [--out PATH]
+     (writes benchmarks/results/cost_model.md; N = 20 by default)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +34,7 @@ from rich.progress import track
 
 from data_contracts.policy import Policy
 from models.datasets import load_digits_dataset
-from models.planner import OWN_RUNS_KEPT, ModelLedger, Plan, enumerate_candidates
+from models.planner import OWN_RUNS_KEPT, ModelLedger, Plan, choose, enumerate_candidates
 from models.training import train_model
 from models.unlearning import execute
 
@@ -33,6 +42,8 @@ OUT = Path(__file__).parent / "results" / "cost_model.md"
 RECIPES = {"pnsgd": None, "sisa": None, "pcmu": {"steps": 100}, "pcmu-sisa": None, "mlp": None}
 LOW, HIGH = 1 / 1.5, 1.5
 QUIET_CORE_SHARE = 0.9
+COVERAGE_REQUESTS = 20
+COVERAGE_SEED = 1  # its own stream: the 30-row section's draws stay as they were
 
 
 def _within(predicted: float, actual: float) -> bool:
@@ -43,19 +54,43 @@ def _ratio(predicted: float, actual: float) -> str:
     return f"{predicted / actual:.2f}" if actual else "-"
 
 
-def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Generator) -> tuple:
+@dataclass
+class _Trained:
+    """One recipe's trained model and the ledger both sections plan with."""
+
+    recipe: str
+    x: np.ndarray
+    y: np.ndarray
+    subjects: np.ndarray
+    run: Any  # models.training.TrainingRun
+    ledger: ModelLedger
+    proxies: np.ndarray
+    policy: Policy
+
+
+def _train(ds: Any, recipe: str, overrides: dict | None) -> _Trained:
     train = ds.train_rows()
-    x, y = ds.features[train], ds.labels[train]
-    subjects = ds.subject_ids[train]
     run = train_model(ds, recipe_name=recipe, seed=0, overrides=overrides)
-    training_rate = run.cost.seconds / run.cost.grad_evals
-    ledger = ModelLedger(
-        lineage=run.model.lineage,
-        seconds_per_grad_eval=training_rate,
-        retrain_grad_evals=run.cost.grad_evals,
+    return _Trained(
+        recipe=recipe,
+        x=ds.features[train],
+        y=ds.labels[train],
+        subjects=ds.subject_ids[train],
+        run=run,
+        ledger=ModelLedger(
+            lineage=run.model.lineage,
+            seconds_per_grad_eval=run.cost.seconds / run.cost.grad_evals,
+            retrain_grad_evals=run.cost.grad_evals,
+        ),
+        proxies=run.events.proxies()["confidence"],
+        policy=Policy(guarantee="audited"),  # admits every path; RUM needs an audited policy
     )
-    policy = Policy(guarantee="audited")  # admits every path; RUM needs an audited policy
-    proxies = run.events.means()["confidence"]
+
+
+def _recipe_rows(t: _Trained, rng: np.random.Generator) -> tuple:
+    x, y, subjects, run, ledger = t.x, t.y, t.subjects, t.run, t.ledger
+    recipe, policy, proxies = t.recipe, t.policy, t.proxies
+    training_rate = run.cost.seconds / run.cost.grad_evals
     rows, micro = [], {"grad_evals": 0.0, "seconds": 0.0}
     shares: dict[str, list[float]] = {}  # path -> core share of each of its runs
     for label, size in (("1 subject", 1), ("1 subject", 1), ("1% batch", 4)):
@@ -122,21 +157,121 @@ def _recipe_rows(ds: Any, recipe: str, overrides: dict | None, rng: np.random.Ge
     return rows, run.cost, micro
 
 
+def _coverage(t: _Trained, requests: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Plan and execute `requests` random single subjects, each from the trained model."""
+    chosen_paths: dict[str, int] = {}
+    ratios_ge, ratios_s, shares, under_bound, under_upper_s = [], [], [], 0, 0
+    started = time.perf_counter()
+    for subject in rng.choice(np.unique(t.subjects), size=requests, replace=False):
+        forget = np.flatnonzero(t.subjects == subject)
+        plan = choose(
+            enumerate_candidates(
+                t.run.model,
+                forget,
+                policy=t.policy,
+                ledger=t.ledger,
+                data=(t.x, t.y),
+                proxies=t.proxies,
+            ),
+            t.policy,
+        )
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        done = execute(
+            plan, t.run.model, t.x, t.y, forget, ledger=t.ledger, seed=1, proxies=t.proxies
+        )
+        shares.append((time.thread_time() - cpu0) / (time.perf_counter() - wall0))
+        c = plan.chosen
+        chosen_paths[c.path] = chosen_paths.get(c.path, 0) + 1
+        ratios_ge.append(c.predicted_grad_evals / done.cost.grad_evals)
+        ratios_s.append(c.predicted_seconds / done.cost.seconds)
+        under_bound += done.cost.grad_evals <= c.grad_evals_bound
+        under_upper_s += done.cost.seconds <= c.upper_seconds
+        t.ledger.learn_rates(
+            previous=t.ledger, plan=plan, grad_evals=done.cost.grad_evals, seconds=done.cost.seconds
+        )
+    return {
+        "recipe": t.recipe,
+        "paths": chosen_paths,
+        "n": requests,
+        "ge": ratios_ge,
+        "s": ratios_s,
+        "under_bound": under_bound,
+        "under_upper_s": under_upper_s,
+        "min_share": min(shares),
+        "wall": time.perf_counter() - started,
+    }
+
+
+def _coverage_lines(coverage: list[dict[str, Any]], requests: int) -> list[str]:
+    def band(ratios: list[float]) -> str:
+        inside = sum(LOW <= r <= HIGH for r in ratios)
+        return f"{inside}/{len(ratios)}"
+
+    def worst(ratios: list[float]) -> str:
+        return f"{min(ratios):.2f} / {max(ratios):.2f}"
+
+    lines = [
+        "",
+        f"## Coverage: {requests} random single-subject requests per recipe",
+        "",
+        "Each planned and executed (the path the planner chooses under an audited policy, which "
+        "admits every path) from the same trained model as above, so each is that model's first "
+        "removal; the ledger's rates carry on from the runs above. `worst` is the lowest / "
+        "highest predicted / actual ratio. `<= bound`: actual grad-evals at most the candidate's "
+        "upper bound (required for every request); `<= upper s`: actual seconds at most the bound "
+        "priced at the predicted rate (not guaranteed: the rate is measured). `min core share`: "
+        "the lowest CPU / wall seconds of the runs (below 1, a run waited for a core).",
+        "",
+        "| recipe | paths chosen | grad-evals within [0.67, 1.5] | worst | seconds within | worst "
+        "| <= bound | <= upper s | min core share | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in coverage:
+        paths = ", ".join(f"{p} x{k}" for p, k in sorted(c["paths"].items()))
+        lines.append(
+            f"| {c['recipe']} | {paths} | {band(c['ge'])} | {worst(c['ge'])} | {band(c['s'])} | "
+            f"{worst(c['s'])} | {c['under_bound']}/{c['n']} | {c['under_upper_s']}/{c['n']} | "
+            f"{c['min_share']:.2f} | {c['wall']:.1f} |"
+        )
+    every = [r for c in coverage for r in c["ge"]]
+    every_s = [r for c in coverage for r in c["s"]]
+    bound = sum(c["under_bound"] for c in coverage)
+    lines += [
+        "",
+        f"All recipes: grad-evals within the band {band(every)}, seconds {band(every_s)}; actual "
+        f"grad-evals under the upper bound {bound}/{len(every)}.",
+    ]
+    return lines
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--coverage",
+        type=int,
+        default=COVERAGE_REQUESTS,
+        help="random single-subject requests per recipe in the coverage section",
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     ds = load_digits_dataset()
-    rng = np.random.default_rng(0)
-    rows_out, costs = [], []
+    rng, coverage_rng = np.random.default_rng(0), np.random.default_rng(COVERAGE_SEED)
+    rows_out, costs, coverage = [], [], []
     for recipe, overrides in track(list(RECIPES.items()), description="recipes"):
-        rows, training, micro = _recipe_rows(ds, recipe, overrides, rng)
+        trained = _train(ds, recipe, overrides)
+        rows, training, micro = _recipe_rows(trained, rng)
         rows_out += rows
         costs.append((recipe, training, micro))
+        if args.coverage > 0:
+            coverage.append(_coverage(trained, args.coverage, coverage_rng))
     load_after = os.getloadavg()[0]
     lines = [
         "# Planner cost model: predicted vs actual",
         "",
-        "Reproduce: `.venv/bin/python -m benchmarks.cost_model` (digits, seed 0, "
+        f"Reproduce: `.venv/bin/python -m benchmarks.cost_model --coverage {args.coverage}` "
+        "(digits, seed 0, "
         f"{time.perf_counter() - started:.0f} s; 1-minute load average {load_before:.1f} at the "
         f"start, {load_after:.1f} at the end, on {os.cpu_count()} cores). Every ratio below is "
         "measured side by side in this one process. Seconds are predicted as grad-evals x the "
@@ -196,8 +331,10 @@ def main() -> None:
             f"{micro['grad_evals']:,.0f} | {micro['grad_evals'] / training.grad_evals:.1%} | "
             f"{micro['seconds']:.3f} | {micro['seconds'] / training.seconds:.1%} |"
         )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
+    if coverage:
+        lines += _coverage_lines(coverage, args.coverage)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
