@@ -71,6 +71,8 @@ DDL = [
     # Holdout and curvature proxies (algorithms.md sec. 3): NULL where they were not computed.
     """ALTER TABLE memorization_features ADD COLUMN IF NOT EXISTS holdout DOUBLE""",
     """ALTER TABLE memorization_features ADD COLUMN IF NOT EXISTS curvature DOUBLE""",
+    # Forgetting events (Toneva et al., ICLR 2019), added after the other learning events.
+    """ALTER TABLE memorization_features ADD COLUMN IF NOT EXISTS forgetting_events DOUBLE""",
     # Subset-model reference memorisation (Feldman & Zhang), cached per data + recipe + design:
     # `reference_key` hashes the training arrays, the recipe and the subset design.
     """CREATE TABLE IF NOT EXISTS reference_memorization (

@@ -53,9 +53,9 @@ def orient(scores: np.ndarray, *, direction: Direction) -> np.ndarray:
 
 
 def learning_event_proxies(events: LearningEvents) -> dict[str, ProxyScores]:
-    """Confidence, max-confidence, entropy and binary-accuracy proxies (zero extra grad-evals).
-
-    arXiv 2410.16516 sec. 3 / arXiv 2406.01257 sec. 3: running means over training steps."""
+    """Confidence, max-confidence, entropy, binary-accuracy and forgetting-event proxies (zero
+    extra grad-evals). arXiv 2410.16516 sec. 3 / arXiv 2406.01257 sec. 3: running means over
+    training steps; Toneva et al., ICLR 2019, sec. 2: forgetting events."""
     return {
         name: ProxyScores(
             name=name,
@@ -64,7 +64,7 @@ def learning_event_proxies(events: LearningEvents) -> dict[str, ProxyScores]:
             grad_evals=0.0,
             seconds=0.0,
         )
-        for name, values in events.means().items()
+        for name, values in events.proxies().items()
     }
 
 

@@ -170,7 +170,7 @@ def fit_ensemble(
                 logits = model.logits(xt[idx])  # (K, b, C)
                 yb = yt[idx]
                 if events is not None:
-                    events.record(idx[0], torch.softmax(logits[0].detach(), dim=1), yb[0])
+                    events.record_logits(idx, logits, yb)  # members = 1: shapes (1, b, ...)
                 # sum over members of each member's mean loss: gradients separate by member
                 loss = (
                     torch.nn.functional.cross_entropy(

@@ -85,7 +85,5 @@ def retrain_pnsgd(
         progress=progress,
     )
     if events is not None and local is not None:
-        idx = torch.as_tensor(keep)
-        events.sums.index_add_(0, idx, local.sums)
-        events.counts.index_add_(0, idx, local.counts)
+        events.add_at(keep, local)
     return w

@@ -294,8 +294,7 @@ def _retrain(
                 progress=progress,
             ).to_arrays()
         events = LearningEvents.zeros(len(y))
-        events.sums[torch.as_tensor(kept)] = local.sums
-        events.counts[torch.as_tensor(kept)] = local.counts
+        events.add_at(kept, local)
     elif model.recipe_name == "pcmu-sisa":
         from models.pcmu_sisa import ShardedPcmuRecipe, train_sharded_pcmu
 

@@ -18,18 +18,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from data_contracts.settings import Settings
+from models.learning_events import PROXIES
 from models.memorization import ReferenceMemorisation, memorisation_from_runs, subset_memorisation
 from models.mlp import MlpRecipe, predict_proba
 from tasks import warehouse
 
-FEATURE_COLUMNS = (
-    "confidence",
-    "max_confidence",
-    "entropy",
-    "binary_accuracy",
-    "holdout",
-    "curvature",
-)
+FEATURE_COLUMNS = (*PROXIES, "holdout", "curvature")
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def store_proxies(
 
     Learning events always; holdout and curvature when `extra` (default: MLPs with at most
     EXTRA_PROXIES_MAX_ROWS training rows; their columns stay NULL otherwise)."""
-    proxies = run.events.means()
+    proxies = run.events.proxies()
     directions: dict[str, str] = dict(HIGH_MEMORISATION_WHEN)
     ids = dataset.sample_ids[dataset.train_rows()].tolist()
     if extra is None:

@@ -21,6 +21,7 @@ from data_contracts.policy import Policy
 from data_contracts.settings import Settings
 from data_contracts.states import RequestState
 from models.datasets import Dataset
+from models.learning_events import PROXIES
 
 
 @contextmanager
@@ -240,7 +241,7 @@ def write_features(
     return len(sample_ids)
 
 
-PROXY_COLUMNS = ("confidence", "max_confidence", "entropy", "binary_accuracy")
+PROXY_COLUMNS = PROXIES  # the learning-event columns
 
 
 def proxy_column(

@@ -132,6 +132,20 @@ def test_learning_event_proxies_correlate_positively_with_reference(trained, ref
     assert proxy_spearman(raw, reference.scores) < -0.25
 
 
+def test_forgetting_events_tie_where_the_reference_ties_and_pass_the_tie_ceiling(
+    trained, reference
+):
+    # Most rows are never forgotten (count 0) as most rows have mem = 0 exactly; a tie-free proxy
+    # cannot exceed the reference's tie ceiling, a proxy sharing its ties can.
+    _, events, _, _ = trained
+    proxies = learning_event_proxies(events)
+    forgetting = proxies["forgetting_events"]
+    assert np.mean(forgetting.scores == 0) > 0.7
+    ceiling = reference.tie_ceiling()
+    assert proxy_spearman(proxies["confidence"], reference.scores) <= ceiling
+    assert proxy_spearman(forgetting, reference.scores) > ceiling + 0.1
+
+
 def test_holdout_proxy_correlates_positively_and_costs_finetune_plus_two_forwards(
     digits, trained, reference
 ):
@@ -358,4 +372,7 @@ def test_holdout_and_curvature_columns_are_stored_for_mlps_and_null_otherwise(tm
     assert np.all(np.isfinite(mlp["curvature"])) and np.all(mlp["curvature"] >= 0)
     assert np.all(np.isnan(logreg["holdout"])) and np.all(np.isnan(logreg["curvature"]))
     assert np.all(np.isfinite(logreg["confidence"]))
+    for column in (mlp["forgetting_events"], logreg["forgetting_events"]):  # counts, every recipe
+        assert np.all(column >= 0) and np.array_equal(column, np.round(column))
     assert directions["holdout"] == directions["curvature"] == "high"
+    assert directions["forgetting_events"] == "high"

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models.datasets import load_digits_dataset
+from models.learning_events import PROXIES
 from models.logreg import accuracy
 from models.pnsgd import PnsgdRecipe, initial_weights, run_pnsgd
 from models.training import train_model
@@ -53,9 +54,9 @@ def test_training_learns_and_is_replayable_bit_for_bit(digits) -> None:
         > 0.8
     )
     assert a.cost.grad_evals == 10 * 1437
-    means = a.events.means()
+    means = a.events.proxies()
     assert (a.events.counts == 10).all()
-    assert set(means) == {"confidence", "max_confidence", "entropy", "binary_accuracy"}
+    assert set(means) == set(PROXIES)
     assert np.all(
         (means["confidence"] >= 0) & (means["confidence"] <= means["max_confidence"] + 1e-12)
     )

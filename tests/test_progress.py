@@ -218,7 +218,7 @@ def test_each_unlearning_path_drives_its_progress_to_the_total_bit_for_bit(
     run = train_model(small_dataset, recipe_name=recipe, seed=0, overrides=overrides)
     rows = small_dataset.train_rows()
     x, y = small_dataset.features[rows], small_dataset.labels[rows]
-    proxies = run.events.means()["confidence"]
+    proxies = run.events.proxies()["confidence"]
     ledger = ModelLedger(lineage=run.model.lineage)
     policy = Policy(guarantee="audited" if path == "rum" else "certified")
     candidates = enumerate_candidates(

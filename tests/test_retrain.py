@@ -151,8 +151,8 @@ def test_the_retrain_path_records_learning_events_where_training_computes_them_a
     if recipe_name == "mlp":  # one observation per epoch, as in training (PCMU may stop early)
         kept_train = np.delete(run.events.counts.numpy(), forget)
         assert np.array_equal(np.delete(counts, forget), kept_train)
-    conf = done.events.means()["confidence"]
+    conf = done.events.proxies()["confidence"]
     assert np.isnan(conf[forget]).all() and np.isfinite(np.delete(conf, forget)).all()
     assert not np.allclose(
-        np.delete(conf, forget), np.delete(run.events.means()["confidence"], forget)
+        np.delete(conf, forget), np.delete(run.events.proxies()["confidence"], forget)
     )
