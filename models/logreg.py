@@ -45,21 +45,35 @@ def per_example_loss(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch
     return torch.nn.functional.cross_entropy(logits, y, reduction="none")
 
 
-def residuals(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """p - e_y per example, shape (n, k): the per-example gradient is x_i outer residual_i."""
-    logits = x @ w
-    if w.shape[1] == 1:
-        return (torch.sigmoid(logits[:, 0]) - y.to(logits.dtype)).unsqueeze(1)
-    r = torch.softmax(logits, dim=1)
+def residuals(
+    w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, probs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """p - e_y per example, shape (n, k): the per-example gradient is x_i outer residual_i.
+    `probs` = probabilities(w, x) when the caller has them already (same values, no second pass)."""
+    if probs is None:
+        logits = x @ w
+        if w.shape[1] == 1:
+            return (torch.sigmoid(logits[:, 0]) - y.to(logits.dtype)).unsqueeze(1)
+        r = torch.softmax(logits, dim=1)
+    elif w.shape[1] == 1:
+        return (probs[:, 1] - y.to(probs.dtype)).unsqueeze(1)
+    else:
+        r = probs.clone()
     r[torch.arange(len(y)), y] -= 1.0
     return r
 
 
 def clipped_mean_gradient(
-    w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, clip: float
+    w: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    clip: float,
+    probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over the batch of per-example loss gradients, each clipped to norm <= clip."""
-    r = residuals(w, x, y)
+    """Mean over the batch of per-example loss gradients, each clipped to norm <= clip
+    (`probs`: see `residuals`)."""
+    r = residuals(w, x, y, probs=probs)
     norms = x.norm(dim=1) * r.norm(dim=1)
     scale = torch.clamp(clip / torch.clamp(norms, min=1e-30), max=1.0)
     return x.T @ (r * scale.unsqueeze(1)) / len(y)

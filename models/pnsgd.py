@@ -97,9 +97,12 @@ def run_pnsgd(
         for epoch in range(epochs):
             for rows in batches:
                 xb, yb = xt[rows], yt[rows]
-                if events is not None:
-                    events.record(rows, probabilities(w, xb), yb)
-                grad = clipped_mean_gradient(w, xb, yb, clip=recipe.clip) + recipe.m * w
+                probs = None
+                if events is not None:  # the gradient reuses them: recording costs no forward
+                    probs = probabilities(w, xb)
+                    events.record(rows, probs, yb)
+                grad = clipped_mean_gradient(w, xb, yb, clip=recipe.clip, probs=probs)
+                grad = grad + recipe.m * w
                 noise = torch.randn(w.shape, generator=gen, dtype=DTYPE) * noise_std
                 w = _project(w - eta * grad + noise, recipe.radius)
             meter.add_gradients(n)

@@ -195,9 +195,11 @@ def _train_shard(
                 rows[torch.randperm(len(rows), generator=gen)], recipe.batch_size
             ):
                 xb, yb = xt[batch], yt[batch]
-                if events is not None:
-                    events.record(batch, probabilities(w, xb), yb)
-                grad = clipped_mean_gradient(w, xb, yb, clip=clip) + recipe.m * w
+                probs = None
+                if events is not None:  # the gradient reuses them: recording costs no forward
+                    probs = probabilities(w, xb)
+                    events.record(batch, probs, yb)
+                grad = clipped_mean_gradient(w, xb, yb, clip=clip, probs=probs) + recipe.m * w
                 w = w - eta * grad
             meter.add_gradients(len(rows))
         checkpoints.append(w.clone())

@@ -253,10 +253,9 @@ def _retrain(
 ) -> Unlearned:
     """Retrain from scratch under the model's own recipe: exact, and it restores the lineage.
 
-    Like training, the MLP and PCMU recipes record learning events (the new version's own
-    memorisation proxies) from the probabilities their steps compute anyway; PNSGD and SISA
-    would need an extra probability pass per batch (~+65% per grad-eval, models/calibration.py),
-    so their retrains record none and the flow keeps reading the last recorded proxies."""
+    Like training, every recipe's retrain records learning events (the new version's own
+    memorisation proxies) from the probabilities its steps compute anyway (zero extra grad-evals;
+    PNSGD and SISA hand them to the gradient, models.logreg.residuals)."""
     meter = CostMeter()
     events: LearningEvents | None = None
     if model.recipe_name in ("mlp", "pcmu"):
@@ -315,6 +314,7 @@ def _retrain(
     elif model.recipe_name == "sisa":
         from models.sisa import SisaRecipe, train_sisa
 
+        events = LearningEvents.zeros(len(y))
         sisa = train_sisa(
             x,
             y,
@@ -322,11 +322,13 @@ def _retrain(
             recipe=SisaRecipe(**model.recipe),
             seed=seed,
             exclude_rows=np.flatnonzero(~keep),
+            events=events,
             meter=meter,
             progress=progress,
         )
         arrays = sisa_arrays(sisa)
     else:
+        events = LearningEvents.zeros(len(y))
         w = retrain_pnsgd(
             x,
             y,
@@ -334,6 +336,7 @@ def _retrain(
             recipe=PnsgdRecipe(**model.recipe),
             seed=seed,
             keep_rows=np.flatnonzero(keep),
+            events=events,
             meter=meter,
             progress=progress,
         )

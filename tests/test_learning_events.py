@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.datasets import load_breast_cancer_dataset, load_digits_dataset
 from models.learning_events import PROXIES, LearningEvents
+from models.pnsgd import PnsgdRecipe, initial_weights, run_pnsgd
+from models.sisa import SisaRecipe, train_sisa
 
 
 def _probs(correct: list[bool], labels: list[int]) -> torch.Tensor:
@@ -91,3 +94,22 @@ def test_logits_and_probabilities_record_the_same_observations():
         got = events.proxies()
         for name in PROXIES:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("loader", [load_digits_dataset, load_breast_cancer_dataset])
+def test_recording_events_leaves_linear_training_bit_for_bit_unchanged(loader):
+    # PNSGD and SISA hand the probabilities they record to the gradient instead of a second pass.
+    ds = loader()
+    x, y = ds.features[ds.train_rows()][:300], ds.labels[ds.train_rows()][:300]
+    pn = PnsgdRecipe(epochs=2)
+    w0 = initial_weights(dim=x.shape[1], classes=ds.classes, recipe=pn, seed=0)
+    kw = {"classes": ds.classes, "recipe": pn, "epochs": 2, "seed": 1}
+    events = LearningEvents.zeros(len(y))
+    assert torch.equal(run_pnsgd(w0, x, y, **kw), run_pnsgd(w0, x, y, **kw, events=events))
+    assert (events.counts == 2).all()
+    sisa = SisaRecipe(shards=2, slices=2, epochs_per_slice=1)
+    plain = train_sisa(x, y, classes=ds.classes, recipe=sisa, seed=0)
+    recorded = train_sisa(
+        x, y, classes=ds.classes, recipe=sisa, seed=0, events=LearningEvents.zeros(len(y))
+    )
+    assert torch.equal(plain.slice_checkpoints, recorded.slice_checkpoints)

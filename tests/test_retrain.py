@@ -110,17 +110,17 @@ def test_invalid_recipe_raises_naming_the_parameter(data):
 
 
 @pytest.mark.parametrize(
-    ("recipe_name", "overrides", "records"),
+    ("recipe_name", "overrides"),
     [
-        ("mlp", {"epochs": 2, "hidden": 16}, True),
-        ("pcmu", {"steps": 5}, True),
-        ("pcmu-sisa", {"shards": 4, "steps": 5}, True),
-        ("pnsgd", {"epochs": 2}, False),  # would need an extra probability pass per batch
-        ("sisa", {"shards": 2, "slices": 2, "epochs_per_slice": 1}, False),
+        ("mlp", {"epochs": 2, "hidden": 16}),
+        ("pcmu", {"steps": 5}),
+        ("pcmu-sisa", {"shards": 4, "steps": 5}),
+        ("pnsgd", {"epochs": 2}),
+        ("sisa", {"shards": 2, "slices": 2, "epochs_per_slice": 1}),
     ],
 )
-def test_the_retrain_path_records_learning_events_where_training_computes_them_anyway(
-    recipe_name, overrides, records
+def test_every_retrain_records_learning_events_from_the_probabilities_it_computes(
+    recipe_name, overrides
 ):
     """A retrain's events describe the retained rows only (the new version's own proxies)."""
     from models.planner import Candidate, ModelLedger, Plan
@@ -143,12 +143,9 @@ def test_the_retrain_path_records_learning_events_where_training_computes_them_a
         ledger=ModelLedger(lineage=run.model.lineage),
         seed=1,
     )
-    if not records:
-        assert done.events is None
-        return
     counts = done.events.counts.numpy()
     assert (counts[forget] == 0).all() and (np.delete(counts, forget) > 0).all()
-    if recipe_name == "mlp":  # one observation per epoch, as in training (PCMU may stop early)
+    if recipe_name in ("mlp", "pnsgd"):  # one look per epoch as in training (PCMU may stop early)
         kept_train = np.delete(run.events.counts.numpy(), forget)
         assert np.array_equal(np.delete(counts, forget), kept_train)
     conf = done.events.proxies()["confidence"]
