@@ -337,3 +337,35 @@ def test_a_pcmu_sisa_retrain_stays_under_t_steps_on_every_shard(split, default_s
         seed=SEED + 1,
     )
     assert 0 < done.cost.grad_evals <= retrain.upper_grad_evals
+
+
+def test_explain_shows_the_bound_only_where_the_estimate_is_not_one(split, default_sharded, home):
+    import json
+
+    from typer.testing import CliRunner
+
+    from data_contracts.settings import Settings
+    from flows.cli import app
+    from tasks import warehouse
+
+    x, y, subjects = split
+    forget = np.flatnonzero(subjects == "subject-180")
+    policy = Policy(guarantee="exact")
+    plan = choose(
+        enumerate_candidates(
+            default_sharded, forget, policy=policy, ledger=ModelLedger("pcmu"), data=(x, y)
+        ),
+        policy,
+    )
+    shards, retrain = plan.candidates
+    with warehouse.connect(Settings()) as con:
+        con.execute(
+            "INSERT INTO runs VALUES ('run-1', 'm', now(), now(), 'completed', 2, ?, NULL)",
+            [json.dumps(plan.as_dict())],
+        )
+    out = CliRunner().invoke(app, ["explain", "m:2"], env={"COLUMNS": "250"}).stdout
+    line = next(row for row in out.splitlines() if "pcmu-sisa" in row and "exact" in row)
+    assert f"{shards.predicted_grad_evals:.0f} (<= {shards.upper_grad_evals:.0f})" in line
+    assert f"(<= {shards.upper_seconds:.2f})" in line
+    line = next(row for row in out.splitlines() if "retrain" in row and "exact" in row)
+    assert f"(<= {retrain.upper_grad_evals:.0f})" in line
