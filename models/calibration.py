@@ -1,9 +1,12 @@
 """Seconds per grad-eval of an unlearning path, measured on this machine by a short micro-run of
 the path's own inner loop (issue 6: predicted / actual seconds within 1.5x).
 
-Why not the training run's rate: training records learning events (a probability pass per batch,
-~+65% per grad-eval for PNSGD on digits) and runs first in its process, so priced at that rate a
-PNSGD fine-tune or a noiseless retrain was predicted 2-2.5x too slow (benchmarks/cost_model.md).
+Why not the training run's rate: it is one measurement, taken when and where the model was
+trained, first in its process; and until learning events reused the gradient's probabilities
+(commit 77c515e) PNSGD training ran an extra probability pass per batch (~+65% per grad-eval), so
+a PNSGD fine-tune or retrain priced at it came out 2-2.5x too slow (benchmarks/cost_model.md).
+Since then the two agree within ~10% in CPU seconds per grad-eval on digits (PNSGD 6.0e-5 s at
+training vs 6.0e-5 in its micro-run, SISA 2.4e-5 vs 2.7e-5; measured under load, hence CPU time).
 A micro-run executes the very function the path runs (`run_pnsgd`, `retrain_pnsgd`, SISA's shard
 trainer, a PCMU full-batch step, RUM's fine-tune and NegGrad+) with the model's own recipe on a
 random subset of the retained rows; only epochs (mini-batch recipes) or steps (full-batch PCMU,
@@ -85,7 +88,8 @@ def _pick(rng: np.random.Generator, rows: np.ndarray, k: int) -> np.ndarray:
 
 def _pnsgd(path: str) -> Step:
     """PNSGD fine-tune (`run_pnsgd` from the current weights) or retrain (`retrain_pnsgd` from
-    w0): one epoch at the recipe's batch size; both skip the learning-event recording of training."""
+    w0): one epoch at the recipe's batch size. Neither records learning events; a real retrain
+    does, at no extra grad-evals and, since they reuse the gradient's probabilities, ~no time."""
 
     def step(model, x, y, rows, budget, seed, meter) -> None:
         from models.pnsgd import PnsgdRecipe, run_pnsgd
@@ -207,7 +211,8 @@ MICRO_RUNS: dict[tuple[str, str], Step] = {
 # replays whole shards of that training, cold, as training does. A micro-run on one warm shard
 # understated both ~1.6-1.8x (per-shard set-up is a large share of a ~45-row shard's steps;
 # benchmarks/cost_model.md); the training rate predicts the retrains within 1.1x, the shard
-# replays within 1.3x.
+# replays within 1.3x. PNSGD and SISA retrains record events too now (commit 77c515e) but keep
+# their micro-runs until a quiet-machine benchmark shows the training rate does as well for them.
 TRAINING_RATE_PATHS: frozenset[tuple[str, str]] = frozenset(
     {("mlp", "retrain"), ("pcmu", "retrain"), ("pcmu-sisa", "retrain"), ("pcmu-sisa", "pcmu-sisa")}
 )
