@@ -21,6 +21,7 @@ from models.pcmu import (
     pcmu_check,
     pcmu_retrain_grad_evals,
     pcmu_unlearn,
+    pcmu_unlearn_grad_evals,
     quantize,
     quantizer_probabilities,
     train_pcmu,
@@ -150,6 +151,11 @@ def test_a_replay_that_rejoins_the_stored_run_resumes_the_check_and_stays_exact(
     _assert_same_run(result.model, reference)
     # After rejoining, later steps were checked (|F| each) instead of recomputed (n - |F| each).
     assert result.replayed_steps < reference.steps_run - result.first_flip_step - 1
+    # The planner's bound counts those re-checks too (models.pcmu.pcmu_unlearn_grad_evals).
+    check = pcmu_check(model, x, y, forget, recipe=recipe)
+    _, upper = pcmu_unlearn_grad_evals(model, check, removed=len(forget))
+    assert check.first_flip_step == result.first_flip_step
+    assert result.grad_evals <= upper
 
 
 def test_check_pass_means_retraining_gives_the_identical_model(digits, coarse_model):
