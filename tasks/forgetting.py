@@ -124,6 +124,11 @@ class Context:
     parent_certificate: Certificate
     ledger: ModelLedger
     forget_rows: np.ndarray  # positions in the training split
+    # Dataset positions of the test rows this run evaluates on: the test split minus the rows
+    # their subjects withdrew (tasks.ledger.withdrawn_test_ids), fixed for the whole run so that
+    # before/after metrics and every attempt of a fallback use the same rows.
+    test_rows: np.ndarray
+    test_rows_withdrawn: int
     profile: dict[str, int] = field(default_factory=dict)
     confidence: np.ndarray | None = None  # C-proxy per training row, recorded at training
     proxy_version: int | None = None  # the version whose stored proxies `confidence` comes from
@@ -149,6 +154,8 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
             sample_ids=claim.sample_ids,
         )
         train_ids = dataset.sample_ids[dataset.train_rows()].tolist()
+        # this run's own requests count: the version it registers is their erasure
+        withdrawn = ledger.withdrawn_test_ids(con, dataset=info["dataset"], run_id=claim.run_id)
         confidence = warehouse.proxy_column(
             con,
             model_name=claim.model_name,
@@ -170,12 +177,14 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         )
     position = {sid: i for i, sid in enumerate(dataset.sample_ids[dataset.train_rows()])}
     rows = np.array(sorted(position[s] for s in claim.sample_ids), dtype=np.int64)
+    all_test = dataset.test_rows()
+    test_rows = all_test[~np.isin(dataset.sample_ids[all_test], withdrawn)]
     parent = publishing.model_from_version(stored)
     reference_cost = 0.0
     if parent.recipe_name == "mlp":
         with warehouse.connect(settings) as con:
             reference_cost = verification.audit_reference_grad_evals(
-                con, dataset=dataset, model=parent
+                con, dataset=dataset, model=parent, test_rows=test_rows
             )
     return Context(
         model_name=claim.model_name,
@@ -185,6 +194,8 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         parent_certificate=stored.certificate,
         ledger=ModelLedger(**latest["ledger"]),
         forget_rows=rows,
+        test_rows=test_rows,
+        test_rows_withdrawn=len(all_test) - len(test_rows),
         profile=profile,
         confidence=confidence,
         proxy_version=proxy_version,
@@ -232,26 +243,31 @@ def evaluate(
 ) -> dict[str, Any]:
     """Test accuracy before/after and loss-MIA AUC of forgotten vs test samples; the pass gate.
 
-    A RUM result (uncertified) must also pass the full audit (tasks.verification.audit_rum)
-    against shadow references, cached in the warehouse of `settings`."""
+    Both models are scored on the same rows, `ctx.test_rows` (test rows their subjects withdrew
+    are left out and only counted: `test_rows_withdrawn`). A RUM result (uncertified) must also
+    pass the full audit (tasks.verification.audit_rum) against shadow references, cached in the
+    warehouse of `settings`."""
     ds = ctx.dataset
-    test, train = ds.test_rows(), ds.train_rows()
-    forget = train[ctx.forget_rows]
-    before, after = ctx.parent.predict_proba(ds.features), result.model.predict_proba(ds.features)
-    test_losses_after = per_sample_loss(after[test], ds.labels[test])
+    forget = ds.train_rows()[ctx.forget_rows]
+    rows = np.concatenate([forget, ctx.test_rows])  # withdrawn test rows are not even scored
+    before = ctx.parent.predict_proba(ds.features[rows])
+    after = result.model.predict_proba(ds.features[rows])
+    labels, n = ds.labels[rows], len(forget)
+    f, t = slice(0, n), slice(n, None)
     metrics = {
-        "test_accuracy_before": accuracy(before[test], ds.labels[test]),
-        "test_accuracy_after": accuracy(after[test], ds.labels[test]),
-        "forget_accuracy_before": accuracy(before[forget], ds.labels[forget]),
-        "forget_accuracy_after": accuracy(after[forget], ds.labels[forget]),
+        "test_accuracy_before": accuracy(before[t], labels[t]),
+        "test_accuracy_after": accuracy(after[t], labels[t]),
+        "forget_accuracy_before": accuracy(before[f], labels[f]),
+        "forget_accuracy_after": accuracy(after[f], labels[f]),
         "mia_auc_before": loss_mia_auc(
-            per_sample_loss(before[forget], ds.labels[forget]),
-            per_sample_loss(before[test], ds.labels[test]),
+            per_sample_loss(before[f], labels[f]), per_sample_loss(before[t], labels[t])
         ),
         "mia_auc_after": loss_mia_auc(
-            per_sample_loss(after[forget], ds.labels[forget]), test_losses_after
+            per_sample_loss(after[f], labels[f]), per_sample_loss(after[t], labels[t])
         ),
-        "forget_set_size": float(len(forget)),
+        "forget_set_size": float(n),
+        "test_set_size": float(len(ctx.test_rows)),
+        "test_rows_withdrawn": float(ctx.test_rows_withdrawn),
     }
     drop = metrics["test_accuracy_before"] - metrics["test_accuracy_after"]
     reasons = []
@@ -266,10 +282,12 @@ def evaluate(
             dataset=ds,
             forget_rows=ctx.forget_rows,
             model=result.model,
+            test_rows=ctx.test_rows,
         )
         evaluation["audit"] = audit
         metrics.update({f"audit.{k}": float(v) for k, v in audit["metrics"].items()})
         metrics["audit.reference_grad_evals_this_run"] = audit["references"]["grad_evals_this_run"]
+        metrics["audit.test_set_size"] = float(audit["sizes"]["test"])
         evaluation["tags"] = {
             "audit_passed": str(audit["passed"]).lower(),
             "audit_reference_key": audit["references"]["reference_key"][:16],
@@ -381,7 +399,7 @@ def publish_and_finalize(
                 model_name=ctx.model_name,
                 model_version=published,
                 sample_ids=train_ids[kept].tolist(),
-                proxies={name: v[kept] for name, v in result.events.means().items()},
+                proxies={name: v[kept] for name, v in result.events.proxies().items()},
                 visits=result.events.counts.numpy()[kept],
                 directions=dict(HIGH_MEMORISATION_WHEN),
             )

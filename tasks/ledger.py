@@ -120,13 +120,50 @@ def finalize_run(
                WHERE state = 'planned' AND run_id = ?""",
             [claim.run_id],
         )
-        # Per-sample rows derived from the forgotten samples go with the state change (GDPR).
-        erasure.erase_derived_rows(con, model_name=claim.model_name)
+        # Per-sample rows derived from the forgotten samples, and from test-split rows their
+        # subjects withdrew, go with the state change (GDPR art. 17(1); tasks/erasure.py).
+        info = warehouse.model_row(con, claim.model_name)
+        erasure.erase_derived_rows(
+            con,
+            model_name=claim.model_name,
+            withdrawn_test_ids=withdrawn_test_ids(con, dataset=info["dataset"]) if info else [],
+        )
         con.execute(
             """UPDATE runs SET status = 'finished', finished_at = now(), model_version = ?,
                    plan_json = ?, summary_json = ? WHERE run_id = ?""",
             [model_version, json.dumps(plan), json.dumps(summary, default=str), claim.run_id],
         )
+
+
+def withdrawn_test_ids(
+    con: duckdb.DuckDBPyConnection, *, dataset: str, run_id: str | None = None
+) -> list[str]:
+    """Test-split sample ids of `dataset` whose subjects withdrew them (sorted).
+
+    A subject withdraws their test rows with a request for all their data (`sample_ids` null; a
+    request naming samples names training samples only) once it is applied for any model of the
+    dataset: the test split is one set shared by every model of the dataset (evaluations, the
+    shadow reference), used by no model's weights, so no per-model unlearning has to wait. A
+    request without model_name withdraws them at its first application, before it is `applied`
+    for every model. With `run_id`, the requests that run has claimed count too: the version it
+    registers is the subject's erasure, so its own evaluation and audit already leave their rows
+    out (and a shadow cache built during the run never scores them)."""
+    rows = con.execute(
+        """WITH withdrawing AS (
+               SELECT r.subject_id FROM requests r
+               WHERE r.state = 'planned' AND r.run_id = $run_id AND r.sample_ids IS NULL
+               UNION
+               SELECT r.subject_id FROM applications a
+               JOIN models m ON m.model_name = a.model_name AND m.dataset = $dataset
+               JOIN requests r ON r.file_id = a.file_id AND r.row_number = a.row_number
+               WHERE r.sample_ids IS NULL)
+           SELECT t.sample_id FROM training_index t
+           WHERE t.dataset = $dataset AND t.split = 'test'
+             AND t.subject_id IN (SELECT subject_id FROM withdrawing)
+           ORDER BY t.sample_id""",
+        {"dataset": dataset, "run_id": run_id},
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def release_run(con: duckdb.DuckDBPyConnection, *, run_id: str, status: str, reason: str) -> int:

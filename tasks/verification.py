@@ -93,12 +93,17 @@ def _audit_recipe(model: ForgettableModel) -> MlpRecipe:
 
 
 def audit_reference_grad_evals(
-    con: duckdb.DuckDBPyConnection, *, dataset: Dataset, model: ForgettableModel
+    con: duckdb.DuckDBPyConnection,
+    *,
+    dataset: Dataset,
+    model: ForgettableModel,
+    test_rows: np.ndarray,
 ) -> float:
     """Grad-evals the shadow references of a RUM audit of `model` (the version being unlearned)
-    would cost now: 0 when the warehouse holds them for every row the audit needs, else what
+    would cost now: 0 when the warehouse holds them for every row the audit needs (the training
+    rows `model` holds and `test_rows`, dataset positions of the test rows still in use), else what
     audit_rum will spend training them on the rows `model` still holds (the planner's one-off)."""
-    train, test = dataset.train_rows(), dataset.test_rows()
+    train, test = dataset.train_rows(), np.asarray(test_rows, dtype=np.int64)
     key = features.reference_key(
         dataset.features[train],
         dataset.labels[train],
@@ -127,6 +132,7 @@ def audit_rum(
     dataset: Dataset,
     forget_rows: np.ndarray,
     model: ForgettableModel,
+    test_rows: np.ndarray,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The full audit of models/audit.py for a RUM-unlearned MLP, against shadow references.
@@ -134,8 +140,10 @@ def audit_rum(
     Forget / retain / test accuracy gaps and ToW, loss-MIA AUC (forget vs test rows) and a KS test
     of forget losses, each against reference 0 with its noise floor from reference 1 at the same
     sample sizes (Zhao et al., arXiv 2406.01257, sec. 5; thresholds in models/audit.py).
-    `forget_rows` and `model.removed` are positions in the training split."""
-    train, test = dataset.train_rows(), dataset.test_rows()
+    `forget_rows` and `model.removed` are positions in the training split; `test_rows` are dataset
+    positions of the test (non-member) rows still in use: rows their subjects withdrew are neither
+    scored nor read from the reference (tasks/erasure.py)."""
+    train, test = dataset.train_rows(), np.asarray(test_rows, dtype=np.int64)
     x, y = dataset.features[train], dataset.labels[train]
     meter = CostMeter()
     with meter.timing(), warehouse.connect(settings) as con:
@@ -169,13 +177,14 @@ def audit_rum(
         heldout_rows=np.arange(len(test)),
         draws=2,
     )
-    probs = model.predict_proba(dataset.features)
-    p_train, y_test = probs[train], dataset.labels[test]
+    # scored on the rows in use only: a withdrawn test row is not even read
+    p_train, p_test = model.predict_proba(x), model.predict_proba(dataset.features[test])
+    y_test = dataset.labels[test]
     candidate = ModelEval(
         forget=SplitEval.from_probs(p_train[forget_rows], y[forget_rows]),
         retain=SplitEval.from_probs(p_train[retain], y[retain]),
-        test=SplitEval.from_probs(probs[test], y_test),
-        heldout=SplitEval.from_probs(probs[test], y_test),
+        test=SplitEval.from_probs(p_test, y_test),
+        heldout=SplitEval.from_probs(p_test, y_test),
     )
     with meter.timing():
         result = audit_unlearned(candidate, reference, [twin], resamples=AUDIT_RESAMPLES, seed=seed)
