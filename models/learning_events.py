@@ -82,31 +82,44 @@ class LearningEvents:
         if not self._buffer:
             return
         classes = self._buffer[0][1].shape[-1]
-        rows = torch.cat([b[0].reshape(-1) for b in self._buffer]).to(torch.int64)
-        labels = torch.cat([b[2].reshape(-1) for b in self._buffer]).to(torch.int64)
-        if all(b[3] for b in self._buffer):
-            p = torch.softmax(torch.cat([b[1].reshape(-1, classes) for b in self._buffer]), dim=1)
+        same_shape = len({b[0].dim() for b in self._buffer}) == 1
+
+        def flat(i: int) -> torch.Tensor:
+            # one cat along the batch axis, then one reshape (not one reshape per mini-batch)
+            if same_shape:
+                return torch.cat([b[i] for b in self._buffer], dim=-1).reshape(-1)
+            return torch.cat([b[i].reshape(-1) for b in self._buffer])
+
+        rows, labels = flat(0).to(torch.int64), flat(2).to(torch.int64)
+        if same_shape and all(b[3] for b in self._buffer):
+            logits = torch.cat([b[1] for b in self._buffer], dim=-2).reshape(-1, classes)
+            log_p = torch.log_softmax(logits, dim=1)
         else:
-            p = torch.cat(
+            log_p = torch.cat(
                 [
-                    torch.softmax(b[1], dim=-1).reshape(-1, classes)
+                    torch.log_softmax(b[1], dim=-1).reshape(-1, classes)
                     if b[3]
-                    else b[1].reshape(-1, classes)
+                    else torch.log(torch.clamp(b[1], min=1e-12)).reshape(-1, classes)
                     for b in self._buffer
                 ]
             )
-        p = p.to(torch.float64)
         self._buffer, self._buffered = [], 0
-        conf = p[torch.arange(len(labels)), labels]
+        p = log_p.exp()
+        conf = p.gather(1, labels.unsqueeze(1)).squeeze(1)
         maxc, argmax = p.max(dim=1)
-        entropy = -(p * torch.log(torch.clamp(p, min=1e-12))).sum(dim=1)
+        entropy = -(p * log_p).sum(dim=1)
         correct = argmax == labels
-        # index_add_ adds in index order, so each sample's sum grows in training order as before.
-        self._sums.index_add_(
-            0, rows, torch.stack([conf, maxc, entropy, correct.to(torch.float64)], dim=1)
-        )
+        # Computed in the model's precision, summed in float64; index_add_ adds in index order,
+        # so each sample's sum grows in training order.
+        stats = torch.stack([conf, maxc, entropy, correct.to(p.dtype)], dim=1)
+        self._sums.index_add_(0, rows, stats.to(torch.float64))
         self._counts.index_add_(0, rows, torch.ones_like(rows))
-        # A row may appear several times in one buffer: order its observations (stable sort keeps
+        if int(torch.bincount(rows, minlength=self.n).max()) <= 1:  # one look per row: no order
+            self._forgettings.index_add_(0, rows, (self._last_correct[rows] & ~correct).long())
+            self._last_correct[rows] = correct
+            self._ever_correct[rows[correct]] = True
+            return
+        # A row seen several times in one buffer: order its observations (a stable sort keeps
         # training order) and compare each with the one before, the first with the stored one.
         r, order = torch.sort(rows, stable=True)
         c = correct[order]
