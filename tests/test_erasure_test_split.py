@@ -195,6 +195,7 @@ def test_forgotten_subjects_test_rows_leave_evaluation_audit_and_reference(home:
         cert = registry.load_version(settings, MODEL, summary["version"]).certificate
         if summary["method"] == "rum":
             return summary, cert.metrics
+        assert "rum" in summary["failed_paths"], summary["plan"]  # RUM was tried: its audit ran
         (attempt,) = [a for a in cert.audit["failed_attempts"] if a["path"] == "rum"]
         return summary, attempt["metrics"]
 
