@@ -371,6 +371,7 @@ def _rum_candidate(
             np.nan_to_num(proxies, nan=1.0)[forget_rows],  # as models.unlearning._rum
             direction=HIGH_MEMORISATION_WHEN["confidence"],
             cutoffs=r.cutoffs,
+            high_beyond=r.high_beyond,  # as rum_unlearn splits, or the high group is mispriced
         )
         sizes = {g: len(rows) for g, rows in groups.items()}
     cost = 0.0
@@ -382,6 +383,7 @@ def _rum_candidate(
         # NegGrad+ cycles high-group rows alongside every retain batch: one forget batch per step.
         steps = math.ceil(n_after / r.batch_size)
         cost += r.neggrad_epochs * (n_after + steps * min(r.batch_size, sizes["high"]))
+        cost += r.repair_epochs * n_after  # then retain-only epochs (models.rum, SCRUB-style)
     cand = Candidate(
         path="rum",
         guarantee="audited",

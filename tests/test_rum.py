@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -56,13 +58,14 @@ def _rum_world(ds: Dataset, *, recipe: MlpRecipe, canaries: int, clean: int, see
         for s in (seed, seed + 20)
     )
     return {
+        "world": w,
         "x": w.x,
         "y": w.y,
         "forget": w.forget,
         "retain": w.retain,
         "canaries": w.canaries,
         "original": original,
-        "confidence": events.means()["confidence"],
+        "confidence": events.proxies()["confidence"],
         "train_meter": train_meter,
         "evaluate": evaluate,
         "reference": evaluate(ref),
@@ -148,6 +151,7 @@ def test_rum_cost_counts_every_finetune_and_neggrad_example(world, rum):
     forget_batch = min(recipe.batch_size, len(result.groups["high"]))
     expected_medium = recipe.finetune_epochs * n_retain
     expected_high = recipe.neggrad_epochs * (n_retain + steps_per_epoch * forget_batch)
+    expected_high += recipe.repair_epochs * n_retain  # the retain-only epochs after NegGrad+
     assert result.stage_grad_evals == {"low": 0.0, "medium": expected_medium, "high": expected_high}
     assert result.grad_evals == meter.grad_evals == expected_medium + expected_high
     assert result.grad_evals < 0.35 * world["train_meter"].grad_evals  # vs one training run
@@ -172,6 +176,72 @@ def test_rum_leaves_the_input_model_unchanged(world, rum):
     assert np.array_equal(before, predict_proba(original, world["x"][:50]))
 
 
+@pytest.fixture(scope="module")
+def second_request(world):
+    """A second request, for the model the first RUM produced: two subjects' worth (8 rows) of
+    clean training rows outside the first request (the flow's usual small request), 8 clean test
+    rows as non-members, and a reference + twin retrained without both requests. The rows are
+    drawn from those the model learned but not easily (training confidence 0.5-0.85): the top
+    tercile of such a request is what the recipe before the fix ascended."""
+    w = world["world"]
+    rng = np.random.default_rng(12)
+    conf = world["confidence"][w.retain]
+    forget = np.sort(rng.choice(w.retain[(conf > 0.5) & (conf < 0.85)], size=8, replace=False))
+    heldout = rng.choice(len(w.y_test), size=8, replace=False)
+    view = replace(
+        w,
+        forget=forget,
+        retain=np.setdiff1d(w.retain, forget),
+        canaries=forget[:0],
+        heldout=heldout,
+        y_heldout=w.y_test[heldout],
+    )
+
+    def evaluate(model) -> ModelEval:
+        return view.evaluate(lambda xs: predict_proba(model, xs))
+
+    ref, twin = (
+        evaluate(train_mlp(w.x[view.retain], w.y[view.retain], classes=10, recipe=RECIPE, seed=s))
+        for s in (31, 32)
+    )
+    return {"view": view, "evaluate": evaluate, "reference": ref, "twin": twin}
+
+
+def test_a_second_rum_on_the_rum_modified_model_passes_the_audit(world, rum, second_request):
+    """The normal production case: RUM on a model RUM already modified, splitting by the original
+    training run's confidence (the flow carries v1's proxies forward)."""
+    first, _ = rum
+    req = second_request
+
+    def again(recipe: RumRecipe):
+        result = rum_unlearn(
+            first.model,
+            world["x"],
+            world["y"],
+            forget_rows=req["view"].forget,
+            retain_rows=req["view"].retain,
+            proxy_scores=world["confidence"],
+            direction="low",
+            recipe=recipe,
+            seed=8,
+        )
+        return result, audit_unlearned(
+            req["evaluate"](result.model), req["reference"], [req["twin"]]
+        )
+
+    result, audit = again(RumRecipe())
+    assert audit.passed, audit.reasons
+    # well-learned rows are fine-tuned, not ascended: none a retrain gets right is unlearned
+    assert result.groups["high"].size == 0
+    assert audit.metrics["forget_acc"] >= audit.metrics["forget_acc_reference"]
+    assert result.grad_evals < 0.1 * world["train_meter"].grad_evals
+    # the recipe before the fix: NegGrad+ on the request's top tercile of clean rows unlearns
+    # rows the retrained reference classifies right
+    terciles, before = again(RumRecipe(high_beyond=None, repair_epochs=0))
+    assert terciles.groups["high"].size == 3
+    assert before.metrics["forget_acc"] < before.metrics["forget_acc_reference"]
+
+
 def test_split_by_terciles_and_by_fixed_cutoffs_in_proxy_units():
     confidence = np.array([0.99, 0.95, 0.9, 0.7, 0.6, 0.5, 0.2, 0.1, 0.05])
     groups, _ = split_by_memorisation(confidence, direction="low")
@@ -188,6 +258,14 @@ def test_split_by_terciles_and_by_fixed_cutoffs_in_proxy_units():
     assert sorted(groups["high"]) == [6, 7, 8]
     with pytest.raises(ValueError, match="cutoffs"):
         split_by_memorisation(confidence, direction="low", cutoffs=(0.3, 0.92))
+    # an absolute level: only rows past it are "high", the rest of the top tercile is "medium"
+    groups, cutoffs = split_by_memorisation(confidence, direction="low", high_beyond=0.15)
+    assert sorted(groups["high"]) == [7, 8] and sorted(groups["medium"]) == [3, 4, 5, 6]
+    assert cutoffs[1] == 0.15
+    groups, _ = split_by_memorisation(confidence + 0.9, direction="low", high_beyond=0.5)
+    assert groups["high"].size == 0  # a request of well-learned rows has no high group
+    groups, _ = split_by_memorisation(entropy, direction="high", high_beyond=-np.log(0.15))
+    assert sorted(groups["high"]) == [7, 8]
 
 
 def test_invalid_parameters_name_themselves(world):
