@@ -29,8 +29,8 @@ class ModelLedger:
     pcmu_removed: int = 0
     grad_evals_since_retrain: float = 0.0
     # The training run's rate: what paths that repeat training work use until they have run
-    # (calibration.TRAINING_RATE_PATHS); for the others a last resort only, since PNSGD training
-    # records learning events and its fine-tunes and retrains do not (2-2.5x overpredicted).
+    # (calibration.TRAINING_RATE_PATHS); for the others a last resort only (until 77c515e PNSGD
+    # training recorded learning events with an extra pass its fine-tunes did not: 2-2.5x over).
     seconds_per_grad_eval: float = 1e-5
     # The rate each path is predicted with: the median of its own last runs, else a micro-run of
     # its inner loop on this machine (models.calibration). Stored so the ledger JSON reads alone.
