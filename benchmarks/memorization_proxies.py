@@ -260,19 +260,16 @@ def proxy_table(
             f"{_ms(row.spearman_soft)} | {_ms(row.auroc)} | {np.mean(row.cost):.1%} | "
             f"{np.mean(row.seconds):.1%} |"
         )
-    best = max(
-        (
-            r
-            for r in rows.values()
-            if np.mean(r.cost) <= GOAL_COST and np.mean(r.seconds) <= GOAL_COST
-        ),
-        key=lambda r: np.mean(r.spearman),
-    )
+    cheap = [
+        r for r in rows.values() if np.mean(r.cost) <= GOAL_COST and np.mean(r.seconds) <= GOAL_COST
+    ]
+    if not cheap:
+        return [*lines, "", f"No proxy within {GOAL_COST:.0%} extra cost (goal not met).", ""]
+    best = max(cheap, key=lambda r: np.mean(r.spearman))
     lines += [
         "",
         f"Best proxy within {GOAL_COST:.0%} extra cost (grad-evals and time): **{best.name}**, "
-        "Spearman "
-        f"{np.mean(best.spearman):.2f} vs mem (goal {GOAL_SPEARMAN}: "
+        f"Spearman {np.mean(best.spearman):.2f} vs mem (goal {GOAL_SPEARMAN}: "
         f"{'met' if np.mean(best.spearman) >= GOAL_SPEARMAN else 'not met'}), "
         f"{np.mean(best.spearman_soft):.2f} vs soft mem.",
         "",
