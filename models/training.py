@@ -1,7 +1,9 @@
 """Training recipes that leave a model unlearning-ready, each recording learning events.
 
 Every recipe trains on the dataset's training split, feeds `LearningEvents` from the probabilities
-it computes anyway (the memorisation proxies, algorithms.md sec. 3) and counts its grad-evals."""
+it computes anyway (the memorisation proxies, algorithms.md sec. 3) and counts its grad-evals.
+Rows erased before training (`exclude_rows`) are left out exactly as a retrain leaves forgotten
+rows out (models.unlearning._retrain), so the model is born having forgotten them."""
 
 from __future__ import annotations
 
@@ -54,7 +56,9 @@ def _fit_pnsgd(x, y, classes, overrides, seed, events, meter, progress) -> Fitte
     return Fitted("pnsgd", recipe.as_dict(), {"weights": w.numpy()})
 
 
-def _fit_sisa(x, y, classes, overrides, seed, events, meter, progress) -> Fitted:
+def _fit_sisa(
+    x, y, classes, overrides, seed, events, meter, progress, *, exclude_rows=None
+) -> Fitted:
     """SISA shards x slices with a checkpoint per slice (Bourtoule et al., arXiv 1912.03817)."""
     from models.sisa import SisaRecipe, train_sisa
 
@@ -65,6 +69,7 @@ def _fit_sisa(x, y, classes, overrides, seed, events, meter, progress) -> Fitted
         classes=classes,
         recipe=recipe,
         seed=seed,
+        exclude_rows=exclude_rows,
         events=events,
         meter=meter,
         progress=progress,
@@ -91,7 +96,7 @@ def _fit_pcmu(x, y, classes, overrides, seed, events, meter, progress) -> Fitted
 
 
 def _fit_sharded_pcmu(
-    x, y, classes, overrides, seed, events, meter, progress, *, groups=None
+    x, y, classes, overrides, seed, events, meter, progress, *, groups=None, exclude_rows=None
 ) -> Fitted:
     """PCMU inside subject-disjoint SISA shards (models/pcmu_sisa.py); `groups`: subject per row."""
     from models.pcmu_sisa import ShardedPcmuRecipe, assign_shards_by_subject, train_sharded_pcmu
@@ -107,6 +112,7 @@ def _fit_sharded_pcmu(
         recipe=recipe,
         seed=seed,
         shard_of_row=shard_of_row,
+        exclude_rows=exclude_rows,
         events=events,
         meter=meter,
         progress=progress,
@@ -143,6 +149,23 @@ FITS: dict[str, Callable[..., Fitted]] = {
 }
 # Recipes whose fit takes `groups` (subject per row): they keep a subject's rows together.
 GROUPED_FITS = frozenset({"pcmu-sisa"})
+# Recipes whose fit takes `exclude_rows`: excluded rows keep their shard (and slice) position, so
+# later unlearning finds the same map as a model that trained on them and forgot them.
+EXCLUDING_FITS = frozenset({"sisa", "pcmu-sisa"})
+
+
+def _excluded_mask(exclude_rows: np.ndarray | None, n: int) -> np.ndarray:
+    """Boolean mask over n rows from positions (or None); out-of-range positions are an error."""
+    mask = np.zeros(n, dtype=bool)
+    if exclude_rows is None:
+        return mask
+    rows = np.asarray(exclude_rows, dtype=np.int64).ravel()
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"exclude_rows must be positions in [0, {n})")
+    mask[rows] = True
+    if mask.all():
+        raise ValueError("exclude_rows excludes every row: nothing to train on")
+    return mask
 
 
 def train_arrays(
@@ -155,25 +178,44 @@ def train_arrays(
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
     groups: np.ndarray | None = None,
+    exclude_rows: np.ndarray | None = None,
 ) -> TrainingRun:
-    """Train `recipe_name` on (x, y); the run's model, learning events and cost.
+    """Train `recipe_name` on (x, y) minus the rows at `exclude_rows`; the run's model (whose
+    `removed` mask marks the excluded rows), learning events (none for excluded rows) and cost.
 
-    `groups`: the data subject of each row, for recipes that shard by subject (GROUPED_FITS)."""
+    `groups`: the data subject of each row, for recipes that shard by subject (GROUPED_FITS).
+    Excluded rows are never read by the fit: sharded recipes skip them in place (EXCLUDING_FITS),
+    the others train on x[kept] and map events back, as models.unlearning._retrain does, so the
+    result equals a retrain on the kept rows with the same seed."""
     if recipe_name not in FITS:
         raise ValueError(f"unknown recipe {recipe_name!r}; known: {', '.join(FITS)}")
-    events = LearningEvents.zeros(len(y))
+    n = len(y)
+    removed = _excluded_mask(exclude_rows, n)
+    events = LearningEvents.zeros(n)
     meter = CostMeter()
-    extra = {"groups": groups} if recipe_name in GROUPED_FITS else {}
-    fitted = FITS[recipe_name](
-        x, y, classes, overrides or {}, seed, events, meter, progress, **extra
-    )
+    extra: dict[str, Any] = {"groups": groups} if recipe_name in GROUPED_FITS else {}
+    if recipe_name in EXCLUDING_FITS:
+        extra["exclude_rows"] = np.flatnonzero(removed)
+    if recipe_name in EXCLUDING_FITS or not removed.any():
+        fitted = FITS[recipe_name](
+            x, y, classes, overrides or {}, seed, events, meter, progress, **extra
+        )
+    else:  # copies only the kept rows, and only when some are excluded
+        kept = np.flatnonzero(~removed)
+        if groups is not None and "groups" in extra:
+            extra["groups"] = groups[kept]
+        local = LearningEvents.zeros(len(kept))  # by position in x[kept]
+        fitted = FITS[recipe_name](
+            x[kept], y[kept], classes, overrides or {}, seed, local, meter, progress, **extra
+        )
+        events.add_at(kept, local)
     model = ForgettableModel(
         recipe_name=recipe_name,
         lineage=fitted.lineage,
         classes=classes,
         recipe=fitted.recipe,
         arrays=fitted.arrays,
-        removed=np.zeros(len(y), dtype=bool),
+        removed=removed,
         seed=seed,
     )
     return TrainingRun(model=model, events=events, cost=meter)
@@ -186,8 +228,10 @@ def train_model(
     seed: int,
     progress: Progress | None = None,
     overrides: dict[str, Any] | None = None,
+    exclude_rows: np.ndarray | None = None,
 ) -> TrainingRun:
-    """Train `recipe_name` on the dataset's training split."""
+    """Train `recipe_name` on the dataset's training split, minus `exclude_rows` (positions in
+    the split: rows erased before this model existed, marked in the model's `removed` mask)."""
     rows = dataset.train_rows()
     if recipe_name == "pnsgd":
         overrides = {**PRESETS.get(dataset.name, {}), **(overrides or {})}
@@ -200,4 +244,5 @@ def train_model(
         overrides=overrides,
         progress=progress,
         groups=dataset.subject_ids[rows],
+        exclude_rows=exclude_rows,
     )
