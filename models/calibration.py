@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ class MicroRun:
     seconds: float
     repeat_rates: tuple[float, ...]
     cpu_seconds: float = 0.0  # of the timed blocks: cpu_seconds / seconds = core share it got
+    # Paths whose stages run at different rates (RUM): each stage's pooled rate, by stage name.
+    stage_rates: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class MicroRun:
             "seconds": self.seconds,
             "repeat_rates": list(self.repeat_rates),
             "cpu_seconds": self.cpu_seconds,
+            "stage_rates": dict(self.stage_rates),
         }
 
 
@@ -78,8 +81,12 @@ def minibatch_rows(
     return int(min(available, max(want, MIN_BATCHES_PER_REPEAT * batch_size)))
 
 
-# One repeat of a path's inner loop: (model, x, y, retained rows, budget, seed, meter) -> None.
-Step = Callable[[ForgettableModel, np.ndarray, np.ndarray, np.ndarray, float, int, CostMeter], None]
+# One repeat of a path's inner loop: (model, x, y, retained rows, budget, seed, meter) -> the
+# meter of each stage when the path's stages run at different rates (RUM), else None.
+Step = Callable[
+    [ForgettableModel, np.ndarray, np.ndarray, np.ndarray, float, int, CostMeter],
+    dict[str, CostMeter] | None,
+]
 
 
 def _pick(rng: np.random.Generator, rows: np.ndarray, k: int) -> np.ndarray:
@@ -156,13 +163,18 @@ def _pcmu(model, x, y, rows, budget, seed, meter) -> None:
 
 
 # Forget rows the NegGrad+ micro-run cycles: RUM's high-memorisation group is a few rows of a
-# request; the grad-evals it adds per step are counted, so the rate barely depends on this.
+# request (1-64 rows measured on digits: 2.0x-1.0x the fine-tune's rate; 4 rows: 1.7-2.0x).
 RUM_CALIBRATION_FORGET_ROWS = 4
+# RUM's stages as the planner prices them: the fine-tunes (low, medium, repair) and NegGrad+.
+RUM_STAGES = ("finetune", "neggrad+")
 
 
-def _rum(model, x, y, rows, budget, seed, meter) -> None:
+def _rum(model, x, y, rows, budget, seed, meter) -> dict[str, CostMeter]:
     """RUM's two stages (arXiv 2406.01257, sec. 4) from the current network: one epoch of
-    `fine_tune` and one of `neggrad_plus`, both with RumRecipe's optimiser settings."""
+    `fine_tune` and one of `neggrad_plus`, both with RumRecipe's optimiser settings, each on its
+    own meter. Per grad-eval NegGrad+ costs 1.7-2x a fine-tune on digits (its small forget batch
+    is a second forward/backward call per step), and since high_beyond most requests run no
+    NegGrad+ at all: one pooled rate priced those 1.5x too slow (benchmarks/cost_model.md)."""
     from models.mlp import fine_tune
     from models.rum import RumRecipe, neggrad_plus
 
@@ -179,7 +191,10 @@ def _rum(model, x, y, rows, budget, seed, meter) -> None:
     sub = _pick(rng, rows, k + RUM_CALIBRATION_FORGET_ROWS)
     forget, retain = sub[:RUM_CALIBRATION_FORGET_ROWS], sub[RUM_CALIBRATION_FORGET_ROWS:]
     net = model.mlp_state()
-    fine_tune(net, x[retain], y[retain], recipe=r.finetune_recipe(1), seed=seed, meter=meter)
+    stages = {name: CostMeter() for name in RUM_STAGES}
+    fine_tune(
+        net, x[retain], y[retain], recipe=r.finetune_recipe(1), seed=seed, meter=stages["finetune"]
+    )
     neggrad_plus(
         net,
         x,
@@ -192,8 +207,13 @@ def _rum(model, x, y, rows, budget, seed, meter) -> None:
         batch_size=r.batch_size,
         optimizer=r.optimizer,
         seed=seed,
-        meter=meter,
+        meter=stages["neggrad+"],
     )
+    for stage in stages.values():
+        meter.grad_evals += stage.grad_evals
+        meter.seconds += stage.seconds
+        meter.cpu_seconds += stage.cpu_seconds
+    return stages
 
 
 # (training recipe, path) -> the micro-run of that path's inner loop.
@@ -246,12 +266,18 @@ def micro_run(
     rows = np.flatnonzero(keep)
     if len(rows) < 2:
         raise ValueError(f"micro-run needs at least 2 retained rows, got {len(rows)}")
-    meters = []
+    meters, stages = [], []
     for i in range(REPEATS):
         meter = CostMeter()
-        step(model, x, y, rows, budget_grad_evals, seed + i, meter)
+        stages.append(step(model, x, y, rows, budget_grad_evals, seed + i, meter) or {})
         meters.append(meter)
     ge, s = [m.grad_evals for m in meters], [m.seconds for m in meters]
+    stage_rates = {
+        name: pooled_rate(
+            [st[name].grad_evals for st in stages], [st[name].seconds for st in stages]
+        )
+        for name in stages[0]
+    }
     return MicroRun(
         path=path,
         seconds_per_grad_eval=pooled_rate(ge, s),
@@ -259,4 +285,5 @@ def micro_run(
         seconds=float(sum(s)),
         repeat_rates=tuple(si / gi for gi, si in zip(ge, s, strict=True) if gi > 0),
         cpu_seconds=float(sum(m.cpu_seconds for m in meters)),
+        stage_rates=stage_rates,
     )

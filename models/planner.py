@@ -37,6 +37,8 @@ class ModelLedger:
     seconds_per_grad_eval_by_path: dict[str, float] = field(default_factory=dict)
     own_run_rates_by_path: dict[str, list[float]] = field(default_factory=dict)
     micro_run_rates_by_path: dict[str, float] = field(default_factory=dict)
+    # Per stage, for paths whose stages run at different rates (RUM; MicroRun.stage_rates).
+    micro_run_stage_rates_by_path: dict[str, dict[str, float]] = field(default_factory=dict)
     retrain_grad_evals: float = 0.0
 
     def __post_init__(self) -> None:
@@ -68,12 +70,23 @@ class ModelLedger:
         elif path in self.micro_run_rates_by_path:
             self.seconds_per_grad_eval_by_path[path] = self.micro_run_rates_by_path[path]
 
-    def record_micro_run(self, path: str, seconds_per_grad_eval: float) -> None:
-        """A micro-run's rate: used until the path has run for real (its own runs win)."""
+    def record_micro_run(
+        self, path: str, seconds_per_grad_eval: float, stage_rates: dict[str, float] | None = None
+    ) -> None:
+        """A micro-run's rate (and its per-stage rates, if any): used until the path has run for
+        real (its own runs win)."""
         if not seconds_per_grad_eval > 0:
             raise ValueError(f"a measured rate must be > 0, got {seconds_per_grad_eval}")
         self.micro_run_rates_by_path[path] = seconds_per_grad_eval
+        if stage_rates:
+            self.micro_run_stage_rates_by_path[path] = dict(stage_rates)
         self._refresh(path)
+
+    def stage_rates(self, path: str) -> dict[str, float]:
+        """Per-stage rates `path` is priced with, while only a micro-run measured it ({} else)."""
+        if self.own_run_rates_by_path.get(path):
+            return {}
+        return self.micro_run_stage_rates_by_path.get(path, {})
 
     def calibrate(self, path: str, *, grad_evals: float, seconds: float) -> None:
         """Fold one measured run of `path` into its rate (only that path's own runs count)."""
@@ -92,9 +105,14 @@ class ModelLedger:
         self.seconds_per_grad_eval_by_path = dict(previous.seconds_per_grad_eval_by_path)
         self.own_run_rates_by_path = {k: list(v) for k, v in previous.own_run_rates_by_path.items()}
         self.micro_run_rates_by_path = dict(previous.micro_run_rates_by_path)
+        self.micro_run_stage_rates_by_path = {
+            k: dict(v) for k, v in previous.micro_run_stage_rates_by_path.items()
+        }
         for c in plan.candidates:
             if c.micro_run is not None:
-                self.record_micro_run(c.path, c.micro_run["seconds_per_grad_eval"])
+                self.record_micro_run(
+                    c.path, c.micro_run["seconds_per_grad_eval"], c.micro_run.get("stage_rates")
+                )
         chosen = plan.chosen
         self.calibrate(
             chosen.path,
@@ -374,16 +392,18 @@ def _rum_candidate(
             high_beyond=r.high_beyond,  # as rum_unlearn splits, or the high group is mispriced
         )
         sizes = {g: len(rows) for g, rows in groups.items()}
-    cost = 0.0
+    # Grad-evals per stage as models.calibration.RUM_STAGES names them (priced at their own rates).
+    stage = dict.fromkeys(("finetune", "neggrad+"), 0.0)
     if sizes["low"] and r.low_action == "finetune":
-        cost += r.low_epochs * n_after
+        stage["finetune"] += r.low_epochs * n_after
     if sizes["medium"]:
-        cost += r.finetune_epochs * n_after
+        stage["finetune"] += r.finetune_epochs * n_after
     if sizes["high"]:
         # NegGrad+ cycles high-group rows alongside every retain batch: one forget batch per step.
         steps = math.ceil(n_after / r.batch_size)
-        cost += r.neggrad_epochs * (n_after + steps * min(r.batch_size, sizes["high"]))
-        cost += r.repair_epochs * n_after  # then retain-only epochs (models.rum, SCRUB-style)
+        stage["neggrad+"] += r.neggrad_epochs * (n_after + steps * min(r.batch_size, sizes["high"]))
+        stage["finetune"] += r.repair_epochs * n_after  # then retain-only epochs (SCRUB-style)
+    cost = sum(stage.values())
     cand = Candidate(
         path="rum",
         guarantee="audited",
@@ -392,6 +412,7 @@ def _rum_candidate(
         params={
             "lineage_after": "rum-modified",
             "group_sizes": sizes,
+            "stage_grad_evals": stage,
             "audit_reference_grad_evals": audit_reference_grad_evals,
         },
         one_off_grad_evals=audit_reference_grad_evals,
@@ -452,6 +473,20 @@ def _price_seconds(
             c.seconds_per_grad_eval = ledger.rate(c.path)
             c.seconds_basis = ledger.rate_basis(c.path)
         rated = max(c.predicted_grad_evals - c.measured_grad_evals, 0.0)
+        stages = c.params.get("stage_grad_evals", {})
+        by_stage = c.micro_run.get("stage_rates") if c.micro_run else ledger.stage_rates(c.path)
+        if stages and by_stage and set(stages) <= set(by_stage) and rated > 0:
+            # Each stage at its own rate, the rest (a one-off) at the pooled one: the effective
+            # rate follows this run's mix of stages, not the micro-run's.
+            staged = sum(stages.values())
+            seconds = sum(g * by_stage[k] for k, g in stages.items())
+            seconds += max(rated - staged, 0.0) * c.seconds_per_grad_eval
+            c.seconds_per_grad_eval = seconds / rated
+            c.seconds_basis += (
+                " per stage ("
+                + ", ".join(f"{k} {v:.3g} s" for k, v in sorted(by_stage.items()))
+                + " per grad-eval)"
+            )
         c.predicted_seconds = c.measured_seconds + rated * c.seconds_per_grad_eval
         rated_upper = max(c.grad_evals_bound - c.measured_grad_evals, 0.0)
         c.upper_seconds = c.measured_seconds + rated_upper * c.seconds_per_grad_eval

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -476,6 +478,9 @@ def test_each_micro_run_spends_its_share_and_never_touches_forgotten_or_forget_r
             available=available - 4,
         )
         assert run.grad_evals == REPEATS * (2 * k + -(-k // r.batch_size) * 4)
+        # Its two stages run at different rates (a NegGrad+ step makes two calls): both measured.
+        assert set(run.stage_rates) == {"finetune", "neggrad+"}
+        assert min(run.stage_rates.values()) > 0
     else:
         b = model.recipe["batch_size"]
         k = minibatch_rows(
@@ -546,3 +551,57 @@ def test_sisa_unlearning_and_retrain_share_one_micro_run_of_their_common_shard_l
     sisa, retrain = (next(c for c in candidates if c.path == p) for p in ("sisa", "retrain"))
     assert sisa.micro_run is retrain.micro_run is not None
     assert sisa.micro_run["grad_evals"] <= calibration_budget(sisa_model) + 3
+
+
+def test_rum_is_priced_per_stage_until_it_has_run_so_a_request_without_neggrad_is_not_slowed(
+    digits,
+) -> None:
+    run = train_model(digits, recipe_name="mlp", seed=0)
+    proxies = run.events.proxies()["confidence"]
+    audited = Policy(guarantee="audited")
+    ledger = ModelLedger(lineage="plain")
+    ledger.record_micro_run("rum", 4e-5, {"finetune": 3e-5, "neggrad+": 6e-5})
+    clean = np.flatnonzero(proxies > 0.9)[:4]  # well learned: fine-tunes only
+    memorised = np.concatenate([clean[:2], np.flatnonzero(proxies < 0.5)[:3]])
+
+    def rum(rows: np.ndarray, with_ledger: ModelLedger):
+        candidates = enumerate_candidates(
+            run.model, rows, policy=audited, ledger=with_ledger, proxies=proxies
+        )
+        return next(c for c in candidates if c.path == "rum")
+
+    plain = rum(clean, ledger)
+    stages = plain.params["stage_grad_evals"]
+    assert stages["neggrad+"] == 0 and stages["finetune"] == plain.predicted_grad_evals > 0
+    assert plain.predicted_seconds == pytest.approx(plain.predicted_grad_evals * 3e-5)
+    assert "per stage" in plain.seconds_basis
+    mixed = rum(memorised, ledger)
+    stages = mixed.params["stage_grad_evals"]
+    assert stages["neggrad+"] > 0 and sum(stages.values()) == mixed.predicted_grad_evals
+    assert mixed.predicted_seconds == pytest.approx(
+        stages["finetune"] * 3e-5 + stages["neggrad+"] * 6e-5
+    )
+    # Once RUM has run, its own runs' rate prices it whole, like every other path.
+    ledger.calibrate("rum", grad_evals=1e4, seconds=0.5)
+    assert ledger.stage_rates("rum") == {}
+    again = rum(clean, ledger)
+    assert again.predicted_seconds == pytest.approx(again.predicted_grad_evals * 5e-5)
+    # The stage rates survive the ledger's JSON round trip and the next version's ledger.
+    fresh = ModelLedger(lineage="plain")
+    fresh.learn_rates(
+        previous=ModelLedger(
+            **json.loads(
+                json.dumps(
+                    ModelLedger(
+                        lineage="plain",
+                        micro_run_rates_by_path={"rum": 4e-5},
+                        micro_run_stage_rates_by_path={"rum": {"finetune": 3e-5, "neggrad+": 6e-5}},
+                    ).as_dict()
+                )
+            )
+        ),
+        plan=choose([again], audited),
+        grad_evals=0.0,
+        seconds=0.0,
+    )
+    assert fresh.stage_rates("rum") == {"finetune": 3e-5, "neggrad+": 6e-5}
