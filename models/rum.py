@@ -49,7 +49,7 @@ class RumRecipe:
     finetune_epochs: int = 2
     neggrad_epochs: int = 3
     # Retain-only epochs after NegGrad+, as SCRUB ends with min-steps once its max-steps stop
-    # (Kurmanji et al., arXiv 2302.09880, sec. 4): each NegGrad+ costs ~0.5-1.5 points of retain
+    # (Kurmanji et al., arXiv 2302.09880, sec. 4): each NegGrad+ costs ~0.5-2 points of retain
     # accuracy that its own retain term does not win back, and on a model RUM already modified
     # the losses add up past the audit's retain/test thresholds (benchmarks/results/rum_repeat.md).
     repair_epochs: int = 1

@@ -297,6 +297,10 @@ def test_invalid_parameters_name_themselves(world):
             recipe=RumRecipe(alpha=1.0),
             **kw,
         )
+    with pytest.raises(ValueError, match="repair_epochs"):
+        RumRecipe(repair_epochs=-1).validate()
+    with pytest.raises(ValueError, match="high_beyond"):
+        RumRecipe(high_beyond=float("nan")).validate()
     with pytest.raises(ValueError, match="forget_rows"):
         rum_unlearn(
             original,
