@@ -20,22 +20,33 @@ def train_flow(
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train `recipe` on `dataset` and register it as `name` v1 (alias champion)."""
+    """Train `recipe` on `dataset` and register it as `name` v1 (alias champion), leaving out
+    the subjects whose erasure was applied before (tasks.training.load_erasures)."""
     quiet_libraries()
     settings = Settings()
     settings.ensure_dirs()
     data = training.index_training_data(
         settings, dataset_name=dataset, model_name=name, recipe=recipe
     )
-    run = training.train(data, recipe=recipe, seed=seed, overrides=overrides)
+    # Erasures applied before this model existed: it never trains on, nor evaluates on, them.
+    erasures = training.load_erasures(settings, model_name=name, dataset=data)
+    run = training.train(
+        data, recipe=recipe, seed=seed, overrides=overrides, exclude_rows=erasures.exclude_rows
+    )
     summary = training.publish_trained(
         settings,
         model_name=name,
         dataset=data,
         run=run,
         flow_run_id=str(flow_run.get_id() or "local"),
+        erasures=erasures,
     )
     training.store_proxies(
-        settings, model_name=name, version=summary["version"], dataset=data, run=run
+        settings,
+        model_name=name,
+        version=summary["version"],
+        dataset=data,
+        run=run,
+        withdrawn_test_ids=erasures.withdrawn_test_ids,
     )
     return summary

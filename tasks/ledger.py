@@ -166,6 +166,72 @@ def withdrawn_test_ids(
     return [r[0] for r in rows]
 
 
+@dataclass
+class TrainingErasure:
+    """What a model trained now must leave out: requests already applied that target it."""
+
+    request_keys: list[tuple[int, int]]  # (file_id, row_number)
+    request_hashes: list[str]
+    sample_ids: list[str]  # training samples of those requests (sorted)
+
+
+def erased_before_training(con: duckdb.DuckDBPyConnection, *, model_name: str) -> TrainingErasure:
+    """Applied requests targeting `model_name` (by name, or every model: model_name NULL) whose
+    subject has training rows in its dataset, and those rows (only the named ones when a request
+    names samples, as in load_claim).
+
+    A request is `applied` once every model existing then has forgotten it; a model trained later
+    must never process the subject's rows (GDPR art. 17(1)), so training leaves them out and
+    records the model's first version as their application. Pending and planned requests are not
+    here: the model is in `models` from indexing on, so they stay pending until a run forgets them
+    for it too (finalize_run)."""
+    keys = con.execute(
+        """SELECT r.file_id, r.row_number, r.request_hash FROM requests r
+           WHERE r.state = 'applied' AND (r.model_name = $model OR r.model_name IS NULL)
+             AND EXISTS (SELECT 1 FROM training_index t JOIN models m ON m.dataset = t.dataset
+                         WHERE m.model_name = $model AND t.subject_id = r.subject_id
+                           AND t.split = 'train')
+           ORDER BY r.file_id, r.row_number""",
+        {"model": model_name},
+    ).fetchall()
+    samples = con.execute(
+        """SELECT DISTINCT t.sample_id FROM requests r
+           JOIN models m ON m.model_name = $model
+           JOIN training_index t ON t.dataset = m.dataset AND t.subject_id = r.subject_id
+                                AND t.split = 'train'
+           WHERE r.state = 'applied' AND (r.model_name = $model OR r.model_name IS NULL)
+             AND (r.sample_ids IS NULL OR list_contains(r.sample_ids, t.sample_id))
+           ORDER BY t.sample_id""",
+        {"model": model_name},
+    ).fetchall()
+    return TrainingErasure(
+        request_keys=[(int(k[0]), int(k[1])) for k in keys],
+        request_hashes=[k[2] for k in keys],
+        sample_ids=[s[0] for s in samples],
+    )
+
+
+def record_training_erasure(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model_name: str,
+    erasure: TrainingErasure,
+    certificate_sha256: str,
+) -> None:
+    """Version 1 of `model_name` forgot `erasure` by never training on it: its forgotten samples
+    and one `exact` application per request. Call in the transaction that records version 1."""
+    if erasure.sample_ids:
+        con.executemany(
+            "INSERT OR IGNORE INTO forgotten_samples VALUES (?, ?, 1)",
+            [(model_name, s) for s in erasure.sample_ids],
+        )
+    if erasure.request_keys:
+        con.executemany(
+            "INSERT OR IGNORE INTO applications VALUES (?, ?, ?, 1, ?, 'exact', now())",
+            [(f, r, model_name, certificate_sha256) for f, r in erasure.request_keys],
+        )
+
+
 def release_run(con: duckdb.DuckDBPyConnection, *, run_id: str, status: str, reason: str) -> int:
     """Give a failed or abandoned run's requests back to `pending`; returns how many."""
     with warehouse.transaction(con):

@@ -104,3 +104,172 @@ def test_exclusions_are_checked() -> None:
         train_model(ds, recipe_name="pnsgd", seed=0, exclude_rows=np.array([n]))
     with pytest.raises(ValueError, match="nothing to train on"):
         train_model(ds, recipe_name="pnsgd", seed=0, exclude_rows=np.arange(n))
+
+
+A, B = "digits-a", "digits-b"
+
+
+def _deliver(settings, name: str, rows: list[dict]) -> None:
+    """A manifest of valid requests into the inbox (written then renamed, as producers must)."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_contracts.manifest import MANIFEST_SCHEMA
+
+    now = datetime.now(UTC)
+    full = [
+        {
+            "request_id": f"{name}-{i}",
+            "requested_at": now - timedelta(days=1),
+            "legal_basis": "gdpr-art17",
+            "model_name": None,
+            "deadline": None,
+            "sample_ids": None,
+            **row,
+        }
+        for i, row in enumerate(rows)
+    ]
+    settings.inbox.mkdir(parents=True, exist_ok=True)
+    tmp = settings.inbox / f"{name}.parquet.tmp"
+    pq.write_table(pa.Table.from_pylist(full, schema=MANIFEST_SCHEMA), tmp)
+    tmp.rename(settings.inbox / f"{name}.parquet")
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> None:
+    """Model A forgets three requests; model B, trained afterwards on the same data, never sees
+    what they erased, says so in its v1 certificate and ledger, and still gets the request that
+    was pending at its training time from the next run."""
+    import json
+    import re
+
+    from typer.testing import CliRunner
+
+    from data_contracts.policy import Policy
+    from data_contracts.settings import Settings
+    from flows.cli import app
+    from flows.forget import forget_flow
+    from flows.train import train_flow
+    from tasks import ledger, publishing, registry, warehouse
+
+    exact = Policy(guarantee="exact")
+    train_flow(dataset="digits", recipe="sisa", name=A, seed=0, overrides=SMALL["sisa"])
+    settings = Settings()
+    with warehouse.connect(settings) as con:
+        split = {
+            s: dict(
+                con.execute(
+                    "SELECT split, list(sample_id ORDER BY sample_id) FROM training_index "
+                    "WHERE dataset = 'digits' AND subject_id = ? GROUP BY split",
+                    [s],
+                ).fetchall()
+            )
+            for s in ("subject-3", "subject-17", "subject-0", "subject-7")
+        }
+    assert len(split["subject-3"]["test"]) == 2 and len(split["subject-0"]["train"]) == 4
+    named = split["subject-0"]["train"][:1]
+    _deliver(
+        settings,
+        "day1",
+        [
+            {"subject_id": "subject-3"},  # every model, all their data (train and test rows)
+            {"subject_id": "subject-17", "model_name": A},  # model A only
+            {"subject_id": "subject-0", "sample_ids": named},  # every model, one sample
+        ],
+    )
+    (done,) = forget_flow(seed=0, model_name=A, policy=exact)["models"]
+    assert done["version"] == 2
+    # subject-7's request arrives and is ingested, but no run applies it before B is trained
+    _deliver(settings, "day2", [{"subject_id": "subject-7"}])
+    (dry,) = forget_flow(seed=0, model_name=A, policy=exact, dry_run=True)["models"]
+    assert dry["dry_run"]
+    with warehouse.connect(settings) as con:
+        states = dict(con.execute("SELECT request_id, state FROM requests").fetchall())
+    assert states == {
+        "day1-0": "applied",
+        "day1-1": "applied",
+        "day1-2": "applied",
+        "day2-0": "pending",
+    }
+
+    trained = train_flow(
+        dataset="digits", recipe="mlp", name=B, seed=0, overrides={"hidden": 16, "epochs": 5}
+    )
+    assert trained["version"] == 1 and trained["forgotten_at_training"] == 3
+    assert trained["requests_applied_at_training"] == 2  # day1-1 targets model A only
+    stored = registry.load_version(settings, B, 1)
+    model = publishing.model_from_version(stored)
+    with warehouse.connect(settings) as con:
+        hashes = dict(con.execute("SELECT request_id, request_hash FROM requests").fetchall())
+        forgotten = con.execute(
+            "SELECT sample_id, model_version FROM forgotten_samples WHERE model_name = ? "
+            "ORDER BY sample_id",
+            [B],
+        ).fetchall()
+        applications = con.execute(
+            "SELECT r.request_id, a.model_version, a.guarantee, a.certificate_sha256 "
+            "FROM applications a JOIN requests r USING (file_id, row_number) "
+            "WHERE a.model_name = ? ORDER BY r.request_id",
+            [B],
+        ).fetchall()
+        feature_ids = {
+            r[0]
+            for r in con.execute(
+                "SELECT sample_id FROM memorization_features WHERE model_name = ?", [B]
+            ).fetchall()
+        }
+        assert ledger.invariant_violations(con) == []
+    ds = load_dataset("digits")
+    train_ids = ds.sample_ids[ds.train_rows()]
+    erased = sorted(split["subject-3"]["train"] + named)
+    # B never trained on the erased rows; subject-17 (A only) and subject-7 (pending) it did
+    assert sorted(train_ids[model.removed].tolist()) == erased
+    assert forgotten == [(s, 1) for s in erased]
+    assert not set(split["subject-17"]["train"] + split["subject-7"]["train"]) & set(erased)
+    # no proxies were derived from erased rows; the rest got theirs (holdout included)
+    assert feature_ids == set(train_ids.tolist()) - set(erased)
+    cert = stored.certificate
+    assert cert.request_id_hashes == sorted([hashes["day1-0"], hashes["day1-2"]])
+    assert cert.request_merkle_root is not None and cert.forget_set_size == 3
+    # subject-3's and subject-17's test rows: a request for all data withdraws the test rows
+    # from every model of the dataset once applied for any (tasks.ledger.withdrawn_test_ids)
+    withdrawn = split["subject-3"]["test"] + split["subject-17"]["test"]
+    assert cert.metrics["test_rows_withdrawn"] == float(len(withdrawn)) == 4.0
+    assert cert.metrics["test_set_size"] == float(len(ds.test_rows()) - 4)
+    assert cert.metrics["train_size"] == float(len(train_ids) - 3)
+    assert applications == [
+        ("day1-0", 1, "exact", cert.sha256()),
+        ("day1-2", 1, "exact", cert.sha256()),
+    ]
+
+    runner = CliRunner()
+    audit = json.loads(runner.invoke(app, ["audit", "subject-3", "--json"]).stdout)
+    by_model = {(r["model_name"], r["model_version"], r["guarantee"]) for r in audit["requests"]}
+    assert (B, 1, "exact") in by_model and (A, 2, "exact") in by_model
+    assert audit["versions_with_influence"] == [
+        {"model_name": A, "version": 1, "serving": False, "samples": 2}
+    ]
+    audit0 = json.loads(runner.invoke(app, ["audit", "subject-0", "--json"]).stdout)
+    assert {(v["model_name"], v["version"]) for v in audit0["versions_with_influence"]} == {
+        (A, 1),
+        (A, 2),
+        (B, 1),  # it named one of its four samples: the other three stay
+    }
+
+    # the request pending at B's training time: the next run forgets it for both models
+    report = forget_flow(seed=0, model_name=None, policy=exact)
+    assert {m["model_name"]: m["version"] for m in report["models"]} == {A: 3, B: 2}
+    with warehouse.connect(settings) as con:
+        state = con.execute("SELECT state FROM requests WHERE request_id = 'day2-0'").fetchall()
+        assert state == [("applied",)]
+    seven = json.loads(runner.invoke(app, ["audit", "subject-7", "--json"]).stdout)
+    assert {(r["model_name"], r["model_version"]) for r in seven["requests"]} == {(A, 3), (B, 2)}
+    assert all(not v["serving"] for v in seven["versions_with_influence"])
+
+    # raw subject ids appear nowhere outside the ledger: MLflow's database and artifacts
+    needle = re.compile(rb"subject-(3|17|0|7)(?!\d)")
+    scanned = [p for p in [home / "mlflow.db", *(home / "artifacts").rglob("*")] if p.is_file()]
+    assert scanned and not [p for p in scanned if needle.search(p.read_bytes())]
