@@ -273,3 +273,39 @@ def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> N
     needle = re.compile(rb"subject-(3|17|0|7)(?!\d)")
     scanned = [p for p in [home / "mlflow.db", *(home / "artifacts").rglob("*")] if p.is_file()]
     assert scanned and not [p for p in scanned if needle.search(p.read_bytes())]
+
+
+def test_holdout_proxy_skips_forgotten_rows_and_withdrawn_test_rows() -> None:
+    """extra_proxies fine-tunes on the test split minus the withdrawn rows and scores only the
+    training rows the model holds (NaN for the others)."""
+    from models.memorization import holdout_retraining_proxy
+    from models.mlp import MlpRecipe
+    from tasks.training import HOLDOUT_FINETUNE_EPOCHS, extra_proxies
+
+    ds = load_dataset("digits")
+    out = _excluded(ds)
+    model = train_model(
+        ds, recipe_name="mlp", seed=3, overrides=SMALL["mlp"], exclude_rows=out
+    ).model
+    test = ds.test_rows()
+    withdrawn = ds.sample_ids[test][:5].tolist()
+    scores = extra_proxies(ds, model, seed=3, withdrawn_test_ids=withdrawn)
+    kept = ds.train_rows()[~model.removed]
+    expected = holdout_retraining_proxy(
+        model.mlp_state(),
+        ds.features[kept],
+        ds.labels[kept],
+        x_holdout=ds.features[test[5:]],
+        y_holdout=ds.labels[test[5:]],
+        recipe=MlpRecipe(
+            epochs=HOLDOUT_FINETUNE_EPOCHS,
+            batch_size=model.recipe["batch_size"],
+            lr=model.recipe["lr"],
+        ),
+        seed=3,
+    )
+    for name, p in scores.items():
+        assert np.isnan(p.scores[out]).all() and np.isfinite(p.scores[~model.removed]).all(), name
+    np.testing.assert_array_equal(scores["holdout"].scores[~model.removed], expected.scores)
+    unwithdrawn = extra_proxies(ds, model, seed=3)["holdout"].scores[~model.removed]
+    assert not np.array_equal(unwithdrawn, expected.scores)  # the withdrawn rows mattered
