@@ -94,8 +94,11 @@ def cached_reference(
     x): rows that must not be used, i.e. samples already forgotten (tasks/erasure.py). They are
     not trained on, not stored and not required from the cache (the erasure deletes their rows);
     in the result their scores are NaN and they are members of no run. The key stays that of the
-    whole (x, y), so every audit of the same data finds the reference; a stored reference that
-    lacks a row needed now (it was excluded when computed) is dropped and recomputed."""
+    whole (x, y) plus, when rows were excluded, a digest of their ids (a variant): a read takes
+    the newest stored variant that holds every row needed now, so a reference built before more
+    rows were forgotten keeps serving, and two models of the same data that forgot different rows
+    keep one variant each instead of rebuilding each other's (at most MAX_REFERENCE_VARIANTS per
+    base key, the oldest dropped)."""
     if len(sample_ids) != len(y) or len(test_ids) != len(y_test):
         raise ValueError("sample_ids / test_ids must have one id per row of y / y_test")
     keep = np.ones(len(y), dtype=bool)
@@ -112,9 +115,14 @@ def cached_reference(
         balanced_out_per_row=balanced_out_per_row,
         seed=seed,
     )
-    stored = _read(con, key, kept_ids, test_ids, runs)
-    if stored is not None:
-        return _expand(stored, keep)
+    for stored_key in _variants(con, key):
+        stored = _read(con, stored_key, kept_ids, test_ids, runs)
+        if stored is not None:
+            return _expand(stored, keep)
+    if not keep.all():
+        excluded = sorted(s for s, k in zip(sample_ids, keep, strict=True) if not k)
+        digest = hashlib.sha256("\n".join(excluded).encode()).hexdigest()[:16]
+        key = f"{key}:{digest}"
     ref = subset_memorisation(
         x[keep],
         y[keep],
@@ -145,7 +153,40 @@ def cached_reference(
         seed=seed,
         recipe=recipe,
     )
+    _drop_old_variants(con, key.split(":")[0])
     return _expand(CachedReference(key, ref, test_p_true, test_correct, cached=False), keep)
+
+
+# Shadow references kept per base key (data + recipe + design): one per set of rows excluded
+# when it was built, i.e. about one per model of the dataset that audits RUM runs.
+MAX_REFERENCE_VARIANTS = 4
+
+
+def _variants(con: duckdb.DuckDBPyConnection, base: str) -> list[str]:
+    """Stored reference keys of `base` (itself and its exclusion variants), newest first."""
+    rows = con.execute(
+        """SELECT reference_key FROM reference_memorization
+           WHERE reference_key = $base OR starts_with(reference_key, $base || ':')
+           GROUP BY reference_key ORDER BY max(computed_at) DESC, reference_key""",
+        {"base": base},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def complete_variant(
+    con: duckdb.DuckDBPyConnection, base: str, sample_ids: list[str], runs: int
+) -> str | None:
+    """The newest stored variant of `base` holding every run's prediction of `sample_ids`."""
+    return next(
+        (k for k in _variants(con, base) if reference_complete(con, k, sample_ids, runs)), None
+    )
+
+
+def _drop_old_variants(con: duckdb.DuckDBPyConnection, base: str) -> None:
+    for old in _variants(con, base)[MAX_REFERENCE_VARIANTS:]:
+        with warehouse.transaction(con):
+            con.execute("DELETE FROM reference_predictions WHERE reference_key = ?", [old])
+            con.execute("DELETE FROM reference_memorization WHERE reference_key = ?", [old])
 
 
 def _expand(cached: CachedReference, keep: np.ndarray) -> CachedReference:
@@ -246,6 +287,9 @@ def _write(
     con.register("incoming_predictions", predictions)
     try:
         with warehouse.transaction(con):
+            # a stored build under this key lacked a row needed now: replace it whole, never mix
+            con.execute("DELETE FROM reference_predictions WHERE reference_key = ?", [key])
+            con.execute("DELETE FROM reference_memorization WHERE reference_key = ?", [key])
             con.execute(
                 "INSERT OR REPLACE INTO reference_memorization BY NAME "
                 "SELECT * FROM incoming_reference"
@@ -275,11 +319,7 @@ def _read(
     if meta is None or meta[2] == 0:
         return None
     if not reference_complete(con, key, list(sample_ids) + list(test_ids), runs):
-        # computed without a row needed now: drop it whole rather than mix two shadow designs
-        with warehouse.transaction(con):
-            con.execute("DELETE FROM reference_predictions WHERE reference_key = ?", [key])
-            con.execute("DELETE FROM reference_memorization WHERE reference_key = ?", [key])
-        return None
+        return None  # built without a row needed now: another variant may serve
     ids = list(sample_ids) + list(test_ids)
     wanted = pa.table(
         {"sample_id": pa.array(ids, type=pa.string()), "pos": pa.array(range(len(ids)))}

@@ -115,7 +115,7 @@ def audit_reference_grad_evals(
     )
     held = dataset.sample_ids[train][~model.removed].tolist()
     needed = held + dataset.sample_ids[test].tolist()
-    if features.reference_complete(con, key, needed, AUDIT_REFERENCE_RUNS):
+    if features.complete_variant(con, key, needed, AUDIT_REFERENCE_RUNS) is not None:
         return 0.0
     return balanced_subset_grad_evals(
         len(held),

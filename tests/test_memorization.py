@@ -345,6 +345,43 @@ def test_reference_without_erased_rows_stays_cached_and_never_retrains_on_them(t
         assert features.cached_reference(con, **kw, exclude_rows=gone).cached
 
 
+def test_two_models_that_forgot_different_rows_keep_one_reference_variant_each(tmp_path, digits):
+    """Model A forgot rows FA, model B rows FB (same data): each audit needs rows the other's
+    reference never trained on. Each keeps its own variant instead of rebuilding the other's."""
+    from data_contracts.settings import Settings
+    from tasks import features, warehouse
+
+    kw = _small_reference_args(digits)
+    forgot_a, forgot_b = np.arange(0, 40, 4), np.arange(1, 41, 4)
+    with warehouse.connect(Settings(home=tmp_path, hash_salt="t")) as con:
+        a = features.cached_reference(con, **kw, exclude_rows=forgot_a)
+        b = features.cached_reference(con, **kw, exclude_rows=forgot_b)
+        assert not a.cached and not b.cached and a.key != b.key
+        # A forgets more rows later: its variant still holds every row A needs
+        a_later = features.cached_reference(
+            con, **kw, exclude_rows=np.r_[forgot_a, np.arange(100, 110)]
+        )
+        b_again = features.cached_reference(con, **kw, exclude_rows=forgot_b)
+        assert a_later.cached and a_later.key == a.key
+        assert b_again.cached and b_again.key == b.key
+        np.testing.assert_allclose(
+            a_later.reference.true_class_probs[:, 200:], a.reference.true_class_probs[:, 200:]
+        )
+        keys = con.execute(
+            "SELECT count(DISTINCT reference_key) FROM reference_memorization"
+        ).fetchall()[0][0]
+        assert keys == 2
+        for extra in range(features.MAX_REFERENCE_VARIANTS):  # bounded: oldest variants go
+            features.cached_reference(con, **kw, exclude_rows=np.array([300 + extra]))
+        keys = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT reference_key FROM reference_memorization"
+            ).fetchall()
+        ]
+        assert len(keys) == features.MAX_REFERENCE_VARIANTS and a.key not in keys
+
+
 def test_holdout_and_curvature_columns_are_stored_for_mlps_and_null_otherwise(tmp_path):
     from data_contracts.settings import Settings
     from models.datasets import load_breast_cancer_dataset
