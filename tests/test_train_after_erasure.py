@@ -269,6 +269,8 @@ def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> N
     assert {(r["model_name"], r["model_version"]) for r in seven["requests"]} == {(A, 3), (B, 2)}
     assert all(not v["serving"] for v in seven["versions_with_influence"])
 
+    assert runner.invoke(app, ["verify"]).exit_code == 0  # every certificate chain holds
+
     # raw subject ids appear nowhere outside the ledger: MLflow's database and artifacts
     needle = re.compile(rb"subject-(3|17|0|7)(?!\d)")
     scanned = [p for p in [home / "mlflow.db", *(home / "artifacts").rglob("*")] if p.is_file()]
