@@ -72,7 +72,7 @@ HOLDOUT_FINETUNE_EPOCHS = 5
 CURVATURE_CHECKPOINTS = 3  # evenly spaced over training, the last one the final model
 HIGH_MEM = 0.25  # "highly memorised" for the AUROC column
 PROXY_SEEDS = (11, 12, 13)
-OVERHEAD_REPEATS = 3  # interleaved (without, with) event-recording training pairs
+OVERHEAD_REPEATS = 7  # interleaved (without, with) event-recording training pairs
 CANARY_FRACTION = 0.05
 GOAL_SPEARMAN, GOAL_COST = 0.6, 0.05
 # shadow-reference designs for the flow's RUM audit: (runs K, rows left out of each run per row)

@@ -19,6 +19,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# Observations buffered before one vectorised fold: FLUSH_EPOCHS * n (about epochs of a
+# mini-batch recipe), at most MAX_BUFFERED rows (~24 bytes each plus the class scores). Each fold
+# costs ~25 tensor ops whatever its size, so on small data fewer folds cost less (digits logreg:
+# ~5% CPU over training folding every epoch, ~1-3% every 16; benchmarks/memorization_proxies.py).
+FLUSH_EPOCHS = 16
+MAX_BUFFERED = 1 << 20
 RUNNING_MEANS = ("confidence", "max_confidence", "entropy", "binary_accuracy")
 PROXIES = (*RUNNING_MEANS, "forgetting_events")
 # Direction in which a proxy indicates high memorisation (algorithms.md sec. 3 table; Toneva et al.).
@@ -44,6 +50,7 @@ class LearningEvents:
         # (rows, probabilities or logits, labels, are_logits), in training order
         self._buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]] = []
         self._buffered = 0
+        self._flush_at = max(1, min(FLUSH_EPOCHS * n, MAX_BUFFERED))
 
     @classmethod
     def zeros(cls, n: int) -> LearningEvents:
@@ -62,20 +69,18 @@ class LearningEvents:
     def record(self, rows: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one observation for each of `rows` (in training order) from its probabilities
         (`probs[..., c]`; leading dimensions are flattened, like those of rows and labels)."""
-        self._add(rows, probs, labels, are_logits=False)
-
-    def record_logits(self, rows: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """As `record`, from logits: the softmax runs once per flush, not once per mini-batch."""
-        self._add(rows, logits, labels, are_logits=True)
-
-    def _add(
-        self, rows: torch.Tensor, v: torch.Tensor, labels: torch.Tensor, are_logits: bool
-    ) -> None:
         # Only references are kept here: any per-batch tensor op costs about as much as a small
         # mini-batch's forward pass.
-        self._buffer.append((rows, v.detach(), labels, are_logits))
+        self._buffer.append((rows, probs.detach(), labels, False))
         self._buffered += rows.numel()
-        if self._buffered >= self.n:
+        if self._buffered >= self._flush_at:
+            self._flush()
+
+    def record_logits(self, rows: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """As `record`, from logits: the softmax runs once per fold, not once per mini-batch."""
+        self._buffer.append((rows, logits.detach(), labels, True))
+        self._buffered += rows.numel()
+        if self._buffered >= self._flush_at:
             self._flush()
 
     def _flush(self) -> None:

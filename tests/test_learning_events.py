@@ -113,3 +113,22 @@ def test_recording_events_leaves_linear_training_bit_for_bit_unchanged(loader):
         x, y, classes=ds.classes, recipe=sisa, seed=0, events=LearningEvents.zeros(len(y))
     )
     assert torch.equal(plain.slice_checkpoints, recorded.slice_checkpoints)
+
+
+def test_folds_with_and_without_repeated_rows_agree_with_the_oracle():
+    # Each epoch folded on its own (rows unique: the no-sort path) vs all epochs in one fold.
+    gen = torch.Generator().manual_seed(1)
+    n, epochs = 12, 6
+    labels = torch.randint(0, 2, (n,), generator=gen)
+    per_epoch, one_fold, observed = LearningEvents.zeros(n), LearningEvents.zeros(n), []
+    for _ in range(epochs):
+        for rows in torch.split(torch.randperm(n, generator=gen), 5):
+            ok = (torch.rand(len(rows), generator=gen) < 0.7).tolist()
+            probs = _probs(ok, labels[rows].tolist())
+            per_epoch.record(rows, probs, labels[rows])
+            one_fold.record(rows, probs, labels[rows])
+            observed += list(zip(rows.tolist(), ok, strict=True))
+        per_epoch.proxies()  # folds the epoch now
+    expected = _oracle(n, observed)
+    for events in (per_epoch, one_fold):
+        np.testing.assert_array_equal(events.proxies()["forgetting_events"], expected)
