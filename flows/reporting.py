@@ -58,11 +58,18 @@ def summary_markdown(report: dict[str, Any], *, mlflow_ui: str) -> str:
             if m.get("epsilon") is not None
             else "no epsilon"
         )
+        # test rows of subjects who withdrew their data are left out, and only counted
+        withdrawn = int(m.get("test_rows_withdrawn", 0))
+        on_rows = (
+            f" on {int(m['test_set_size'])} test rows ({withdrawn} withdrawn)"
+            if "test_set_size" in m
+            else ""
+        )
         lines.append(
             f"- **{m['model_name']} v{m['version']}**: {m['method']} ({m['guarantee']}, {eps}); "
             f"{m['requests']} requests / {m['samples']} samples; cost {ratio:.1%} of a retrain; "
-            f"test accuracy {m['test_accuracy_before']:.3f} -> {m['test_accuracy_after']:.3f}; "
-            f"MIA AUC {m['mia_auc_after']:.3f}. Why: {m['why']}"
+            f"test accuracy {m['test_accuracy_before']:.3f} -> {m['test_accuracy_after']:.3f}"
+            f"{on_rows}; MIA AUC {m['mia_auc_after']:.3f}. Why: {m['why']}"
         )
         url = version_url(mlflow_ui, m["model_name"], m["version"])
         lines.append(f"  - MLflow: [{m['model_name']} v{m['version']}]({url})")

@@ -223,12 +223,14 @@ def test_the_summary_links_the_registered_version_in_mlflow():
         "model_name": "digits logreg", "version": 2, "method": "pnsgd", "guarantee": "certified",
         "epsilon": 0.4, "delta": 1e-3, "requests": 2, "samples": 5, "grad_evals": 10.0,
         "retrain_grad_evals": 200.0, "test_accuracy_before": 0.93, "test_accuracy_after": 0.92,
-        "mia_auc_after": 0.5, "why": "cheapest",
+        "mia_auc_after": 0.5, "why": "cheapest", "test_set_size": 358.0,
+        "test_rows_withdrawn": 2.0,
     }  # fmt: skip
     report = {"status": {"states": {"applied": 2}, "rows_received": 2}, "models": [model]}
     text = summary_markdown(report, mlflow_ui="http://127.0.0.1:5001/")
     assert "[digits logreg v2](http://127.0.0.1:5001/#/models/digits%20logreg/versions/2)" in text
     assert "5.0% of a retrain" in text
+    assert "0.930 -> 0.920 on 358 test rows (2 withdrawn)" in text
 
 
 def test_library_records_below_warning_never_reach_run_log_handlers():
