@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from manifests import deliver  # tests/manifests.py (pytest puts tests/ on sys.path)
 
-from data_contracts.manifest import MANIFEST_SCHEMA
 from data_contracts.policy import Policy
 from data_contracts.settings import Settings
 
@@ -25,26 +22,6 @@ from data_contracts.settings import Settings
 # subject-17's rows in the test split, 1 of subject-7's and none of subject-0's
 BOTH_SPLITS = ("subject-3", "subject-17", "subject-7")
 TRAIN_ONLY = "subject-0"
-
-
-def _deliver(settings: Settings, name: str, rows: list[dict]) -> None:
-    now = datetime.now(UTC)
-    full = [
-        {
-            "request_id": f"{name}-{i}",
-            "requested_at": now - timedelta(days=1),
-            "legal_basis": "gdpr-art17",
-            "model_name": None,
-            "deadline": None,
-            "sample_ids": None,
-            **row,
-        }
-        for i, row in enumerate(rows)
-    ]
-    settings.inbox.mkdir(parents=True, exist_ok=True)
-    tmp = settings.inbox / f"{name}.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(full, schema=MANIFEST_SCHEMA), tmp)
-    tmp.rename(settings.inbox / f"{name}.parquet")
 
 
 def _split_ids(con, subject: str) -> dict[str, list[str]]:
@@ -100,7 +77,7 @@ def test_withdrawn_test_rows_follow_the_ledger_and_leave_the_reference_without_a
         assert not built.cached and _predictions_of(con, a["test"] + b["test"]) == 4 * 4
 
         # subject-3 asks for everything; subject-17 names one training sample only
-        _deliver(
+        deliver(
             settings,
             "day1",
             [
@@ -190,7 +167,7 @@ def test_forgotten_subjects_test_rows_leave_evaluation_audit_and_reference(home:
     def run(day: str, subjects: list[str], seed: int) -> tuple[dict, dict]:
         """One audited flow run; its summary and the metrics of the run's RUM attempt (the
         version's own, or the failed attempt kept in its certificate before the fallback)."""
-        _deliver(settings, day, [{"subject_id": s, "model_name": MODEL} for s in subjects])
+        deliver(settings, day, [{"subject_id": s, "model_name": MODEL} for s in subjects])
         (summary,) = forget_flow(seed=seed, model_name=MODEL, policy=AUDITED)["models"]
         cert = registry.load_version(settings, MODEL, summary["version"]).certificate
         if summary["method"] == "rum":

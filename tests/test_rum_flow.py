@@ -6,15 +6,12 @@ Real Prefect flow runs, MLflow SQLite, DuckDB and torch on digits with the `mlp`
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from manifests import deliver  # tests/manifests.py (pytest puts tests/ on sys.path)
 
-from data_contracts.manifest import MANIFEST_SCHEMA
 from data_contracts.policy import Policy
 from data_contracts.settings import Settings
 
@@ -32,24 +29,8 @@ AUDIT_STATISTICS = (
 )
 
 
-def _deliver(settings: Settings, name: str, subjects: list[str]) -> None:
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "request_id": f"{name}-{i}",
-            "subject_id": s,
-            "requested_at": now - timedelta(days=1),
-            "legal_basis": "gdpr-art17",
-            "model_name": MODEL,
-            "deadline": None,
-            "sample_ids": None,
-        }
-        for i, s in enumerate(subjects)
-    ]
-    settings.inbox.mkdir(parents=True, exist_ok=True)
-    tmp = settings.inbox / f"{name}.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp)
-    tmp.rename(settings.inbox / f"{name}.parquet")
+def _for_model(*subjects: str) -> list[dict]:
+    return [{"subject_id": s, "model_name": MODEL} for s in subjects]
 
 
 def _trained() -> Settings:
@@ -93,7 +74,7 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
     assert len(v1) == 1437
     assert all(c is not None and h is not None and k is not None for c, h, k in v1.values())
 
-    _deliver(settings, "day1", ["subject-3", "subject-17", "subject-42"])
+    deliver(settings, "day1", _for_model("subject-3", "subject-17", "subject-42"))
     (first,) = forget_flow(seed=0, model_name=MODEL, policy=AUDITED)["models"]
     cert = registry.load_version(settings, MODEL, 2).certificate
     rum_audit = cert.audit.get("rum_audit") or cert.audit["failed_attempts"][0]
@@ -153,7 +134,7 @@ def test_rum_runs_the_full_audit_and_proxies_follow_the_version(home: Path) -> N
     recomputed = _features(settings, 2)
     assert all(recomputed[s][0] == v2[s][0] for s in v2)  # confidence: recorded, not recomputed
     assert sum(recomputed[s][1] != v2[s][1] for s in v2) == len(v2)
-    _deliver(settings, "day2", ["subject-101", "subject-7"])
+    deliver(settings, "day2", _for_model("subject-101", "subject-7"))
     (second,) = forget_flow(seed=1, model_name=MODEL, policy=AUDITED)["models"]
     cert3 = registry.load_version(settings, MODEL, 3).certificate
     assert cert3.audit["proxies_from_version"] == 2
@@ -218,7 +199,7 @@ def test_a_rum_that_does_not_unlearn_fails_its_audit_and_falls_back_to_retrain(
     monkeypatch.setattr(
         rum, "RumRecipe", functools.partial(rum.RumRecipe, finetune_epochs=0, neggrad_epochs=0)
     )
-    _deliver(settings, "day1", subjects)
+    deliver(settings, "day1", _for_model(*subjects))
     (model,) = forget_flow(seed=0, model_name=MODEL, policy=AUDITED)["models"]
 
     assert model["failed_paths"] == ["rum"] and model["method"] == "retrain"

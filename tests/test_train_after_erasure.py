@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from manifests import deliver  # tests/manifests.py (pytest puts tests/ on sys.path)
 
 from models.datasets import load_dataset
 from models.learning_events import LearningEvents
@@ -109,36 +110,6 @@ def test_exclusions_are_checked() -> None:
 A, B = "digits-a", "digits-b"
 
 
-def _deliver(settings, name: str, rows: list[dict]) -> None:
-    """A manifest of valid requests into the inbox (written then renamed, as producers must)."""
-    from datetime import UTC, datetime, timedelta
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from data_contracts.manifest import MANIFEST_SCHEMA
-
-    now = datetime.now(UTC)
-    full = [
-        {
-            "request_id": f"{name}-{i}",
-            "requested_at": now - timedelta(days=1),
-            "legal_basis": "gdpr-art17",
-            "model_name": None,
-            "deadline": None,
-            "sample_ids": None,
-            **row,
-        }
-        for i, row in enumerate(rows)
-    ]
-    settings.inbox.mkdir(parents=True, exist_ok=True)
-    tmp = settings.inbox / f"{name}.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(full, schema=MANIFEST_SCHEMA), tmp)
-    tmp.rename(settings.inbox / f"{name}.parquet")
-
-
-@pytest.mark.integration
-@pytest.mark.usefixtures("prefect_harness")
 def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> None:
     """Model A forgets three requests; model B, trained afterwards on the same data, never sees
     what they erased, says so in its v1 certificate and ledger, and still gets the request that
@@ -171,7 +142,7 @@ def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> N
         }
     assert len(split["subject-3"]["test"]) == 2 and len(split["subject-0"]["train"]) == 4
     named = split["subject-0"]["train"][:1]
-    _deliver(
+    deliver(
         settings,
         "day1",
         [
@@ -183,7 +154,7 @@ def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> N
     (done,) = forget_flow(seed=0, model_name=A, policy=exact)["models"]
     assert done["version"] == 2
     # subject-7's request arrives and is ingested, but no run applies it before B is trained
-    _deliver(settings, "day2", [{"subject_id": "subject-7"}])
+    deliver(settings, "day2", [{"subject_id": "subject-7"}])
     (dry,) = forget_flow(seed=0, model_name=A, policy=exact, dry_run=True)["models"]
     assert dry["dry_run"]
     with warehouse.connect(settings) as con:
