@@ -69,16 +69,18 @@ class LearningEvents:
     def record(self, rows: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one observation for each of `rows` (in training order) from its probabilities
         (`probs[..., c]`; leading dimensions are flattened, like those of rows and labels)."""
-        # Only references are kept here: any per-batch tensor op costs about as much as a small
-        # mini-batch's forward pass.
-        self._buffer.append((rows, probs.detach(), labels, False))
-        self._buffered += rows.numel()
-        if self._buffered >= self._flush_at:
-            self._flush()
+        self._add(rows, probs, labels, are_logits=False)
 
     def record_logits(self, rows: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """As `record`, from logits: the softmax runs once per fold, not once per mini-batch."""
-        self._buffer.append((rows, logits.detach(), labels, True))
+        self._add(rows, logits, labels, are_logits=True)
+
+    def _add(
+        self, rows: torch.Tensor, v: torch.Tensor, labels: torch.Tensor, are_logits: bool
+    ) -> None:
+        # Only references are kept here: any per-batch tensor op costs about as much as a small
+        # mini-batch's forward pass.
+        self._buffer.append((rows, v.detach(), labels, are_logits))
         self._buffered += rows.numel()
         if self._buffered >= self._flush_at:
             self._flush()
@@ -119,13 +121,9 @@ class LearningEvents:
         stats = torch.stack([conf, maxc, entropy, correct.to(p.dtype)], dim=1)
         self._sums.index_add_(0, rows, stats.to(torch.float64))
         self._counts.index_add_(0, rows, torch.ones_like(rows))
-        if int(torch.bincount(rows, minlength=self.n).max()) <= 1:  # one look per row: no order
-            self._forgettings.index_add_(0, rows, (self._last_correct[rows] & ~correct).long())
-            self._last_correct[rows] = correct
-            self._ever_correct[rows[correct]] = True
-            return
-        # A row seen several times in one buffer: order its observations (a stable sort keeps
-        # training order) and compare each with the one before, the first with the stored one.
+        # A buffer holds several looks at most rows (FLUSH_EPOCHS): order each row's observations
+        # (a stable sort keeps training order) and compare each with the one before, the first
+        # with the stored one.
         r, order = torch.sort(rows, stable=True)
         c = correct[order]
         first = torch.ones_like(c)

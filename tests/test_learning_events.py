@@ -116,7 +116,7 @@ def test_recording_events_leaves_linear_training_bit_for_bit_unchanged(loader):
 
 
 def test_folds_with_and_without_repeated_rows_agree_with_the_oracle():
-    # Each epoch folded on its own (rows unique: the no-sort path) vs all epochs in one fold.
+    # Each epoch folded on its own (one look per row and fold) vs all epochs in one fold.
     gen = torch.Generator().manual_seed(1)
     n, epochs = 12, 6
     labels = torch.randint(0, 2, (n,), generator=gen)
