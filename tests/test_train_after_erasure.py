@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from manifests import deliver  # tests/manifests.py (pytest puts tests/ on sys.path)
+from cli_json import cli_json  # tests/cli_json.py (pytest puts tests/ on sys.path)
+from manifests import deliver
 
 from models.datasets import load_dataset
 from models.learning_events import LearningEvents
@@ -114,7 +115,6 @@ def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> N
     """Model A forgets three requests; model B, trained afterwards on the same data, never sees
     what they erased, says so in its v1 certificate and ledger, and still gets the request that
     was pending at its training time from the next run."""
-    import json
     import re
 
     from typer.testing import CliRunner
@@ -216,14 +216,13 @@ def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> N
         ("day1-2", 1, "exact", cert.sha256()),
     ]
 
-    runner = CliRunner()
-    audit = json.loads(runner.invoke(app, ["audit", "subject-3", "--json"]).stdout)
+    audit = cli_json(["audit", "subject-3", "--json"])
     by_model = {(r["model_name"], r["model_version"], r["guarantee"]) for r in audit["requests"]}
     assert (B, 1, "exact") in by_model and (A, 2, "exact") in by_model
     assert audit["versions_with_influence"] == [
         {"model_name": A, "version": 1, "serving": False, "samples": 2}
     ]
-    audit0 = json.loads(runner.invoke(app, ["audit", "subject-0", "--json"]).stdout)
+    audit0 = cli_json(["audit", "subject-0", "--json"])
     assert {(v["model_name"], v["version"]) for v in audit0["versions_with_influence"]} == {
         (A, 1),
         (A, 2),
@@ -236,11 +235,11 @@ def test_a_model_trained_after_an_erasure_is_born_having_forgotten_it(home) -> N
     with warehouse.connect(settings) as con:
         state = con.execute("SELECT state FROM requests WHERE request_id = 'day2-0'").fetchall()
         assert state == [("applied",)]
-    seven = json.loads(runner.invoke(app, ["audit", "subject-7", "--json"]).stdout)
+    seven = cli_json(["audit", "subject-7", "--json"])
     assert {(r["model_name"], r["model_version"]) for r in seven["requests"]} == {(A, 3), (B, 2)}
     assert all(not v["serving"] for v in seven["versions_with_influence"])
 
-    assert runner.invoke(app, ["verify"]).exit_code == 0  # every certificate chain holds
+    assert CliRunner().invoke(app, ["verify"]).exit_code == 0  # every certificate chain holds
 
     # raw subject ids appear nowhere outside the ledger: MLflow's database and artifacts
     needle = re.compile(rb"subject-(3|17|0|7)(?!\d)")
