@@ -41,9 +41,11 @@ def summary_markdown(report: dict[str, Any], *, mlflow_ui: str) -> str:
         "",
     ]
     for m in report["models"]:
-        if "version" not in m:
+        if "grad_evals" not in m:  # nothing unlearned: a dry run, no requests, or none needed
+            applied = f", applied by v{m['version']} (no new version)" if "version" in m else ""
             lines.append(
-                f"- **{m['model_name']}**: {m.get('method', 'dry run')} ({m.get('requests', 0)} requests)"
+                f"- **{m['model_name']}**: {m.get('method', 'dry run')} "
+                f"({m.get('requests', 0)} requests{applied})"
             )
             if "plan" in m:  # a dry run: what a real run would do
                 lines.append(f"  - would choose {m['plan']['chosen']}: {m['plan']['why']}")

@@ -200,11 +200,12 @@ _SIZE_REASONS = ", ".join(
 # with the same ids), so a 10M-row file costs a handful of hash probes per row.
 LEDGER_ROWS_SQL = f"""
 WITH subjects AS (
-  -- One row per subject of the file: whether and in which models' training splits it is.
+  -- One row per subject of the file: whether the training index holds any row of it (train or
+  -- test split: test rows are personal data too, withdrawn by an erasure), and for which models.
   SELECT s.subject_id, bool_or(t.subject_id IS NOT NULL) AS in_training,
          list(DISTINCT m.model_name) FILTER (WHERE m.model_name IS NOT NULL) AS models
   FROM (SELECT DISTINCT subject_id FROM incoming_rows WHERE subject_id IS NOT NULL) s
-  LEFT JOIN training_index t ON t.subject_id = s.subject_id AND t.split = 'train'
+  LEFT JOIN training_index t ON t.subject_id = s.subject_id
   LEFT JOIN models m ON m.dataset = t.dataset
   GROUP BY s.subject_id),
 suite AS (

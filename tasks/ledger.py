@@ -33,7 +33,11 @@ def claim_pending(
     con: duckdb.DuckDBPyConnection, *, model_name: str, run_id: str, salt: str
 ) -> Claim:
     """Mark every pending request that targets `model_name` as planned by `run_id`, and give each
-    its salted request hash (data_contracts.hashing.salted_hash, computed in DuckDB)."""
+    its salted request hash (data_contracts.hashing.salted_hash, computed in DuckDB).
+
+    A request targets the model when its subject has any row in the model's dataset: a subject
+    with test rows only is claimed too, and the run that applies it withdraws those rows from
+    evaluation (withdrawn_test_ids) without needing a new version."""
     with warehouse.transaction(con):
         con.execute(
             "INSERT INTO runs (run_id, model_name, started_at, status) VALUES (?, ?, ?, 'running')",
@@ -46,8 +50,7 @@ def claim_pending(
                  AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_id = requests.file_id
                                  AND a.row_number = requests.row_number AND a.model_name = ?)
                  AND EXISTS (SELECT 1 FROM training_index t JOIN models m ON m.dataset = t.dataset
-                             WHERE m.model_name = ? AND t.subject_id = requests.subject_id
-                               AND t.split = 'train')""",
+                             WHERE m.model_name = ? AND t.subject_id = requests.subject_id)""",
             [run_id, salt, model_name, model_name, model_name],
         )
     return load_claim(con, run_id=run_id, model_name=model_name)

@@ -227,3 +227,45 @@ def test_forgotten_subjects_test_rows_leave_evaluation_audit_and_reference(home:
     scanned = [p for p in [home / "mlflow.db", *(home / "artifacts").rglob("*")] if p.is_file()]
     assert len(scanned) > 10
     assert not [p for p in scanned if needle.search(p.read_bytes())]
+
+
+def test_a_subject_with_test_rows_only_files_a_request_that_withdraws_them(home: Path) -> None:
+    """breast_cancer's seeded split puts all four rows of subject-86 in the test split: no model
+    trains on them, yet every evaluation reads them. Their request is accepted (an unknown
+    subject still is not), applied without a new version, and their rows leave later runs."""
+    from cli_json import cli_json
+
+    from flows.forget import forget_flow
+    from flows.train import train_flow
+    from tasks import ledger, warehouse
+
+    name, exact = "bc-sisa", Policy(guarantee="exact")
+    small = {"shards": 3, "slices": 2, "epochs_per_slice": 2}
+    train_flow(dataset="breast_cancer", recipe="sisa", name=name, seed=0, overrides=small)
+    settings = Settings()
+    with warehouse.connect(settings) as con:
+        splits = dict(
+            con.execute(
+                "SELECT split, list(sample_id ORDER BY sample_id) FROM training_index "
+                "WHERE dataset = 'breast_cancer' AND subject_id = 'subject-86' GROUP BY split"
+            ).fetchall()
+        )
+    assert list(splits) == ["test"] and len(splits["test"]) == 4
+
+    deliver(settings, "day1", [{"subject_id": "subject-86"}, {"subject_id": "subject-99999"}])
+    (summary,) = forget_flow(seed=0, model_name=name, policy=exact)["models"]
+    assert summary["method"] == "none-needed" and summary["version"] == 1
+    with warehouse.connect(settings) as con:
+        states = dict(con.execute("SELECT request_id, state FROM requests").fetchall())
+        withdrawn = ledger.withdrawn_test_ids(con, dataset="breast_cancer")
+        assert ledger.invariant_violations(con) == []
+    assert states == {"day1-0": "applied", "day1-1": "quarantined"}
+    assert withdrawn == splits["test"]
+    audit = cli_json(["audit", "subject-86", "--json"])
+    assert [(r["model_name"], r["model_version"]) for r in audit["requests"]] == [(name, 1)]
+    assert audit["versions_with_influence"] == []
+
+    # the next run evaluates without them
+    deliver(settings, "day2", [{"subject_id": "subject-0"}])
+    (second,) = forget_flow(seed=0, model_name=name, policy=exact)["models"]
+    assert second["version"] == 2 and second["test_rows_withdrawn"] == 4
