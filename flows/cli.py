@@ -109,15 +109,21 @@ def train(
     recipe: Annotated[str, typer.Option(help="pnsgd | pcmu | sisa | mlp")] = "pnsgd",
     name: Annotated[str, typer.Option(help="registered model name")] = "digits-logreg",
     seed: int = 0,
+    canaries: Annotated[
+        int, typer.Option(help="synthetic canaries trained on so RUM's audit has power (mlp)")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Train an unlearning-ready model and register it as version 1 (alias champion)."""
     _settings()
     with _user_errors(), _rich_progress():
         _check_training_choices(dataset=dataset, recipe=recipe, name=name)
+        _check_canaries(dataset=dataset, recipe=recipe, canaries=canaries)
         from flows.train import train_flow
 
-        summary = train_flow(dataset=dataset, recipe=recipe, name=name, seed=seed)
+        summary = train_flow(
+            dataset=dataset, recipe=recipe, name=name, seed=seed, canaries=canaries
+        )
     if as_json:
         out.print_json(json.dumps(summary))
     else:
@@ -140,6 +146,26 @@ def _check_training_choices(*, dataset: str, recipe: str, name: str) -> None:
         raise ForgetflowError(
             f"model name {name!r}: expected letters, digits, '.', '_' or '-' (at most 100, "
             "starting with a letter or digit), as the forget-now deployment accepts"
+        )
+
+
+def _check_canaries(*, dataset: str, recipe: str, canaries: int) -> None:
+    """Canaries serve RUM's audit only, so only the mlp recipe takes them (models/canaries.py)."""
+    if canaries == 0:
+        return
+    if recipe != "mlp":
+        raise ForgetflowError(
+            f"--canaries: only the mlp recipe runs RUM, whose audit canaries serve; got recipe "
+            f"'{recipe}' (train without --canaries)"
+        )
+    from models.canaries import MAX_CANARY_FRACTION
+    from models.datasets import load_dataset
+
+    limit = int(MAX_CANARY_FRACTION * len(load_dataset(dataset).train_rows()))
+    if not 1 <= canaries <= limit:
+        raise ForgetflowError(
+            f"--canaries {canaries}: expected 1 to {limit} ({MAX_CANARY_FRACTION:.0%} of "
+            f"{dataset}'s training rows)"
         )
 
 

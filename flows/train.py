@@ -19,9 +19,11 @@ def train_flow(
     name: str = "digits-logreg",
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
+    canaries: int = 0,
 ) -> dict[str, Any]:
     """Train `recipe` on `dataset` and register it as `name` v1 (alias champion), leaving out
-    the subjects whose erasure was applied before (tasks.training.load_erasures)."""
+    the subjects whose erasure was applied before (tasks.training.load_erasures); `canaries`
+    synthetic canaries give RUM's audit power (mlp only, models/canaries.py)."""
     quiet_libraries()
     settings = Settings()
     settings.ensure_dirs()
@@ -31,7 +33,12 @@ def train_flow(
     # Erasures applied before this model existed: it never trains on, nor evaluates on, them.
     erasures = training.load_erasures(settings, model_name=name, dataset=data)
     run = training.train(
-        data, recipe=recipe, seed=seed, overrides=overrides, exclude_rows=erasures.exclude_rows
+        data,
+        recipe=recipe,
+        seed=seed,
+        overrides=overrides,
+        exclude_rows=erasures.exclude_rows,
+        canaries=canaries,
     )
     summary = training.publish_trained(
         settings,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import beta, ks_2samp, mannwhitneyu
+from scipy.stats import beta, fisher_exact, ks_2samp, mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
 SPLITS = ("forget", "retain", "test", "heldout")
@@ -437,6 +437,96 @@ def audit_unlearned(
                 f"epsilon_lower_bound = {eps_lb:.3f} exceeds the claimed epsilon {claimed_epsilon}"
             )
     return AuditResult(passed=not reasons, metrics=metrics, thresholds=thresholds, reasons=reasons)
+
+
+# Family-wise level of the production canary check (two one-sided tests, Bonferroni: each at
+# CANARY_ALPHA / 2). Ours: at 0.05 a proper unlearning fails it about 1 time in 20 at worst.
+CANARY_ALPHA = 0.05
+
+
+@dataclass
+class CanaryCheck:
+    """Production canaries in a RUM audit: forgotten ones must look like never-seen twins."""
+
+    passed: bool
+    metrics: dict[str, float]
+    threshold: float  # each test's p-value must be at least this
+    reasons: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def _fits_more(a: SplitEval, b: SplitEval) -> tuple[float, float]:
+    # one-sided p-values that `a` is fitted better than `b`: more hits, smaller losses
+    table = [
+        [int(a.correct.sum()), int((~a.correct).sum())],
+        [int(b.correct.sum()), int((~b.correct).sum())],
+    ]
+    p_hits = float(fisher_exact(table, alternative="greater").pvalue)
+    p_loss = float(mannwhitneyu(a.losses, b.losses, alternative="less").pvalue)
+    return p_hits, p_loss
+
+
+def canary_check(
+    *, forgotten: SplitEval, held: SplitEval, twins: SplitEval, alpha: float = CANARY_ALPHA
+) -> CanaryCheck:
+    """Does the candidate fit the canaries it forgot better than twins it never saw?
+
+    Canaries are synthetic rows with random labels, fitted only by memorisation (Jagielski et
+    al., arXiv 2006.07709, sec. 3; Carlini et al., arXiv 2112.03570, sec. 4 compare member and
+    non-member losses the same way). Two one-sided tests of `forgotten` against `twins`: Fisher's
+    exact test on hits (argmax = canary label; scipy.stats.fisher_exact) and the Mann-Whitney U
+    test on losses (scipy.stats.mannwhitneyu), each at alpha / 2 (Bonferroni). The check fails
+    when either rejects. POWER: the same tests on the canaries the candidate still holds, which a
+    model that memorised them fits far better than twins (`canary_power_pvalue` near 0 means the
+    check could have caught a candidate that did not unlearn). With no forgotten canaries it
+    passes and says so: the audit's power then comes from the forget set only."""
+    if twins.losses.size == 0:
+        raise ValueError("twins must be non-empty")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    threshold = alpha / 2
+    metrics = {
+        "canaries_forgotten": float(forgotten.losses.size),
+        "canaries_held": float(held.losses.size),
+        "canary_twins": float(twins.losses.size),
+        "canary_hit_rate_twins": twins.accuracy,
+        "canary_loss_median_twins": float(np.median(twins.losses)),
+    }
+    if held.losses.size:
+        power_hits, power_loss = _fits_more(held, twins)
+        metrics.update(
+            canary_hit_rate_held=held.accuracy,
+            canary_loss_median_held=float(np.median(held.losses)),
+            canary_power_pvalue=min(power_hits, power_loss),
+        )
+    if forgotten.losses.size == 0:
+        return CanaryCheck(
+            True,
+            metrics,
+            threshold,
+            note="canaries: none left; audit power from the forget set only",
+        )
+    p_hits, p_loss = _fits_more(forgotten, twins)
+    metrics.update(
+        canary_hit_rate_forgotten=forgotten.accuracy,
+        canary_loss_median_forgotten=float(np.median(forgotten.losses)),
+        canary_hits_pvalue=p_hits,
+        canary_loss_pvalue=p_loss,
+        canary_pvalue=min(p_hits, p_loss),
+    )
+    reasons = []
+    if p_hits < threshold:
+        reasons.append(
+            f"canaries: forgotten ones still predicted with their canary label "
+            f"({forgotten.accuracy:.2f} vs {twins.accuracy:.2f} on twins never trained on; "
+            f"Fisher p = {p_hits:.2g} < {threshold})"
+        )
+    if p_loss < threshold:
+        reasons.append(
+            f"canaries: forgotten ones have smaller losses than twins never trained on "
+            f"(Mann-Whitney p = {p_loss:.2g} < {threshold})"
+        )
+    return CanaryCheck(not reasons, metrics, threshold, reasons)
 
 
 @dataclass(frozen=True)

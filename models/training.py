@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from models.canaries import INFO_KEY as CANARY_INFO_KEY
+from models.canaries import canary_spec, training_data
 from models.cost import CostMeter
 from models.datasets import Dataset
 from models.forgettable import ForgettableModel, mlp_arrays, sisa_arrays
@@ -229,20 +231,42 @@ def train_model(
     progress: Progress | None = None,
     overrides: dict[str, Any] | None = None,
     exclude_rows: np.ndarray | None = None,
+    canaries: int = 0,
 ) -> TrainingRun:
     """Train `recipe_name` on the dataset's training split, minus `exclude_rows` (positions in
-    the split: rows erased before this model existed, marked in the model's `removed` mask)."""
-    rows = dataset.train_rows()
+    the split: rows erased before this model existed, marked in the model's `removed` mask).
+
+    `canaries` > 0 (mlp only): that many synthetic canaries (models/canaries.py) from the
+    statistics of the rows trained on, seeded by `seed`, appended after the split; their spec
+    goes into the model's `info` so every later run regenerates them."""
+    if canaries and recipe_name != "mlp":
+        raise ValueError(f"canaries need the mlp recipe (RUM's audit), got {recipe_name!r}")
+    spec = None
+    if canaries:
+        kept = np.flatnonzero(~_excluded_mask(exclude_rows, len(dataset.train_rows())))
+        rows = dataset.train_rows()[kept]
+        spec = canary_spec(
+            dataset.features[rows],
+            dataset.labels[rows],
+            count=canaries,
+            seed=seed,
+            classes=dataset.classes,
+        )
+    data = training_data(dataset, spec)
     if recipe_name == "pnsgd":
         overrides = {**PRESETS.get(dataset.name, {}), **(overrides or {})}
-    return train_arrays(
-        dataset.features[rows],
-        dataset.labels[rows],
+    groups = dataset.subject_ids[dataset.train_rows()]
+    run = train_arrays(
+        data.x,
+        data.y,
         classes=dataset.classes,
         recipe_name=recipe_name,
         seed=seed,
         overrides=overrides,
         progress=progress,
-        groups=dataset.subject_ids[rows],
+        groups=np.concatenate([groups, data.sample_ids[data.n_dataset :]]),  # canary: own group
         exclude_rows=exclude_rows,
     )
+    if spec is not None:
+        run.model.info[CANARY_INFO_KEY] = spec.as_dict()
+    return run

@@ -15,6 +15,12 @@ from data_contracts.certificate import Certificate, Cost
 from data_contracts.hashing import merkle_root, set_sha256
 from data_contracts.policy import Policy
 from data_contracts.settings import Settings
+from models.canaries import (
+    TrainingData,
+    forgotten_canary_ids,
+    model_training_data,
+    next_canaries,
+)
 from models.datasets import Dataset, load_dataset
 from models.evaluation import accuracy, loss_mia_auc, per_sample_loss
 from models.forgettable import ForgettableModel
@@ -81,6 +87,7 @@ def _complete_registered_run(
         ledger.finalize_run(
             con,
             claim=claim,
+            canary_ids=forgotten_canary_ids(publishing.model_from_version(stored)),
             model_version=version,
             certificate_sha256=cert.sha256(),
             guarantee=cert.guarantee,
@@ -129,11 +136,23 @@ class Context:
     # before/after metrics and every attempt of a fallback use the same rows.
     test_rows: np.ndarray
     test_rows_withdrawn: int
+    # The model's training data (models.canaries.model_training_data): the training split, then
+    # its canaries; positions as in `parent.removed` and `forget_rows`.
+    data: TrainingData
+    # Canaries a RUM run forgets besides `forget_rows` (none left / none trained: empty).
+    canary_rows: np.ndarray
     profile: dict[str, int] = field(default_factory=dict)
     confidence: np.ndarray | None = None  # C-proxy per training row, recorded at training
     proxy_version: int | None = None  # the version whose stored proxies `confidence` comes from
     # What a RUM audit's shadow references would cost this run (0: cached); MLPs only.
     audit_reference_grad_evals: float = 0.0
+
+    def rows_for(self, path: str) -> np.ndarray:
+        """Rows `path` removes: the request's, plus this run's canaries for RUM (only RUM's
+        audit needs them; on certified paths they would cost epsilon or budget for nothing)."""
+        if path == "rum" and len(self.canary_rows):
+            return np.union1d(self.forget_rows, self.canary_rows)
+        return self.forget_rows
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
@@ -153,16 +172,8 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
             model_version=proxy_version or 0,
             sample_ids=claim.sample_ids,
         )
-        train_ids = dataset.sample_ids[dataset.train_rows()].tolist()
         # this run's own requests count: the version it registers is their erasure
         withdrawn = ledger.withdrawn_test_ids(con, dataset=info["dataset"], run_id=claim.run_id)
-        confidence = warehouse.proxy_column(
-            con,
-            model_name=claim.model_name,
-            model_version=proxy_version or 0,
-            proxy="confidence",
-            sample_ids=train_ids,
-        )
     champion = registry.champion_version(settings, claim.model_name)
     if champion != latest["version"]:
         raise RuntimeError(
@@ -175,14 +186,22 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
             f"certificate of {claim.model_name} v{champion} in MLflow does not match the "
             "ledger's hash: the registry was modified"
         )
-    position = {sid: i for i, sid in enumerate(dataset.sample_ids[dataset.train_rows()])}
+    parent = publishing.model_from_version(stored)
+    data = model_training_data(dataset, parent)  # training split, then the model's canaries
+    position = {sid: i for i, sid in enumerate(data.sample_ids[: data.n_dataset])}
     rows = np.array(sorted(position[s] for s in claim.sample_ids), dtype=np.int64)
     all_test = dataset.test_rows()
     test_rows = all_test[~np.isin(dataset.sample_ids[all_test], withdrawn)]
-    parent = publishing.model_from_version(stored)
     reference_cost = 0.0
-    if parent.recipe_name == "mlp":
-        with warehouse.connect(settings) as con:
+    with warehouse.connect(settings) as con:
+        confidence = warehouse.proxy_column(
+            con,
+            model_name=claim.model_name,
+            model_version=proxy_version or 0,
+            proxy="confidence",
+            sample_ids=data.sample_ids.tolist(),
+        )
+        if parent.recipe_name == "mlp":
             reference_cost = verification.audit_reference_grad_evals(
                 con, dataset=dataset, model=parent, test_rows=test_rows
             )
@@ -196,6 +215,8 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
         forget_rows=rows,
         test_rows=test_rows,
         test_rows_withdrawn=len(all_test) - len(test_rows),
+        data=data,
+        canary_rows=next_canaries(parent.removed, data.n_dataset),
         profile=profile,
         confidence=confidence,
         proxy_version=proxy_version,
@@ -205,15 +226,15 @@ def load_context(settings: Settings, *, claim: ledger.Claim) -> Context:
 
 @task(cache_policy=NO_CACHE)
 def plan_forgetting(ctx: Context, *, policy: Policy, exclude: tuple[str, ...] = ()) -> Plan:
-    rows = ctx.dataset.train_rows()
     candidates = enumerate_candidates(
         ctx.parent,
         ctx.forget_rows,
         policy=policy,
         ledger=ctx.ledger,
-        data=(ctx.dataset.features[rows], ctx.dataset.labels[rows]),
+        data=(ctx.data.x, ctx.data.y),
         proxies=ctx.confidence,
         audit_reference_grad_evals=ctx.audit_reference_grad_evals,
+        rum_canary_rows=ctx.canary_rows,
     )
     for c in candidates:
         if c.path in exclude and not c.rejected:
@@ -223,13 +244,12 @@ def plan_forgetting(ctx: Context, *, policy: Policy, exclude: tuple[str, ...] = 
 
 @task(cache_policy=NO_CACHE)
 def unlearn(ctx: Context, *, plan: Plan, seed: int) -> Unlearned:
-    rows = ctx.dataset.train_rows()
     return execute(
         plan,
         ctx.parent,
-        ctx.dataset.features[rows],
-        ctx.dataset.labels[rows],
-        ctx.forget_rows,
+        ctx.data.x,
+        ctx.data.y,
+        ctx.rows_for(plan.chosen.path),
         ledger=ctx.ledger,
         seed=seed,
         progress=reporter(f"unlearning: {plan.chosen.path}"),
@@ -280,7 +300,7 @@ def evaluate(
         audit = verification.audit_rum(
             settings or Settings(),
             dataset=ds,
-            forget_rows=ctx.forget_rows,
+            forget_rows=ctx.rows_for("rum"),
             model=result.model,
             test_rows=ctx.test_rows,
         )
@@ -320,7 +340,10 @@ def publish_and_finalize(
     version = registry.next_version(settings, ctx.model_name)
     with warehouse.connect(settings) as con:
         index_digest = warehouse.training_index_sha256(con, ctx.dataset.name)
-    forgotten_ids = ctx.dataset.sample_ids[ctx.dataset.train_rows()][ctx.forget_rows].tolist()
+    forgotten_ids = ctx.data.sample_ids[ctx.forget_rows].tolist()  # the request's rows
+    # Canaries the new version has forgotten (RUM's, and earlier ones): recorded in the ledger
+    # transaction like forgotten samples; none of them belongs to a subject.
+    canaries_gone = forgotten_canary_ids(result.model)
     # Seconds per grad-eval: planning's micro-runs and this path's measured run (models/planner.py).
     new_ledger = result.ledger
     new_ledger.learn_rates(
@@ -361,6 +384,7 @@ def publish_and_finalize(
             "reasons": evaluation["reasons"],
             "memorisation_profile": ctx.profile,
             "proxies_from_version": ctx.proxy_version,
+            "canaries_forgotten": len(canaries_gone) - len(forgotten_canary_ids(ctx.parent)),
             **({"rum_audit": evaluation["audit"]} if "audit" in evaluation else {}),
             "failed_attempts": evaluation.get("failed_attempts", []),
         },
@@ -393,12 +417,11 @@ def publish_and_finalize(
     with warehouse.connect(settings) as con:
         if result.events is not None:  # a retrain's own learning events: the version's proxies
             kept = np.flatnonzero(~result.model.removed)
-            train_ids = ctx.dataset.sample_ids[ctx.dataset.train_rows()]
             warehouse.write_features(
                 con,
                 model_name=ctx.model_name,
                 model_version=published,
-                sample_ids=train_ids[kept].tolist(),
+                sample_ids=ctx.data.sample_ids[kept].tolist(),
                 proxies={name: v[kept] for name, v in result.events.proxies().items()},
                 visits=result.events.counts.numpy()[kept],
                 directions=dict(HIGH_MEMORISATION_WHEN),
@@ -410,11 +433,12 @@ def publish_and_finalize(
                 model_name=ctx.model_name,
                 from_version=ctx.proxy_version,
                 to_version=published,
-                forgotten_ids=forgotten_ids,
+                forgotten_ids=forgotten_ids + canaries_gone,
             )
         ledger.finalize_run(
             con,
             claim=claim,
+            canary_ids=canaries_gone,
             model_version=published,
             certificate_sha256=certificate.sha256(),
             guarantee=certificate.guarantee,

@@ -10,6 +10,7 @@ tags carry is computed when a run claims the row (ingestion hashes only quaranti
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,15 +96,19 @@ def finalize_run(
     plan: dict[str, Any] | None,
     summary: dict[str, Any],
     version_row: dict[str, Any] | None,
+    canary_ids: Sequence[str] = (),
 ) -> None:
-    """Record the new version and the forgetting, and move each claimed request on, atomically."""
+    """Record the new version and the forgetting, and move each claimed request on, atomically.
+
+    `canary_ids`: production canaries the version has forgotten (models/canaries.py), recorded
+    like forgotten samples (a canary forgotten earlier keeps its first version)."""
     with warehouse.transaction(con):
         if version_row is not None:
             warehouse.record_version(con, **version_row)
-        if claim.sample_ids:
+        if claim.sample_ids or canary_ids:
             con.executemany(
                 "INSERT OR IGNORE INTO forgotten_samples VALUES (?, ?, ?)",
-                [(claim.model_name, s, model_version) for s in claim.sample_ids],
+                [(claim.model_name, s, model_version) for s in [*claim.sample_ids, *canary_ids]],
             )
         con.execute(
             """INSERT OR IGNORE INTO applications

@@ -8,6 +8,8 @@ records them as applied to it, so `forgetflow audit` shows the new model as havi
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from data_contracts.certificate import Certificate, Cost
 from data_contracts.hashing import merkle_root, set_sha256
 from data_contracts.settings import Settings
+from models.canaries import model_training_data, stored_spec
 from models.datasets import Dataset, load_dataset
 from models.evaluation import accuracy
 from models.forgettable import ForgettableModel
@@ -80,7 +83,9 @@ def train(
     seed: int,
     overrides: dict[str, Any] | None = None,
     exclude_rows: np.ndarray | None = None,
+    canaries: int = 0,
 ) -> TrainingRun:
+    """`canaries`: synthetic canaries trained on for RUM's audit (mlp only, models/canaries.py)."""
     return train_model(
         dataset,
         recipe_name=recipe,
@@ -88,6 +93,7 @@ def train(
         progress=reporter(f"training {recipe}"),
         overrides=overrides,
         exclude_rows=exclude_rows,
+        canaries=canaries,
     )
 
 
@@ -113,9 +119,9 @@ def extra_proxies(
     models/memorization.py."""
     net = model.mlp_state()
     kept = np.flatnonzero(~model.removed)
-    train, test = dataset.train_rows()[kept], dataset.test_rows()
+    data, test = model_training_data(dataset, model), dataset.test_rows()
     test = test[~np.isin(dataset.sample_ids[test], withdrawn_test_ids or [])]
-    x, y = dataset.features[train], dataset.labels[train]
+    x, y = data.x[kept], data.y[kept]
     recipe = model.recipe
     finetune = MlpRecipe(
         epochs=HOLDOUT_FINETUNE_EPOCHS, batch_size=recipe["batch_size"], lr=recipe["lr"]
@@ -162,7 +168,7 @@ def store_proxies(
     kept = np.flatnonzero(~run.model.removed)
     proxies = {k: v[kept] for k, v in run.events.proxies().items()}
     directions: dict[str, str] = dict(HIGH_MEMORISATION_WHEN)
-    ids = dataset.sample_ids[dataset.train_rows()][kept].tolist()
+    ids = model_training_data(dataset, run.model).sample_ids[kept].tolist()  # canaries too
     if extra is None:
         extra = run.model.recipe_name == "mlp" and len(ids) <= EXTRA_PROXIES_MAX_ROWS
     if extra and run.model.recipe_name != "mlp":
@@ -196,6 +202,22 @@ def store_proxies(
     }
 
 
+def _canary_parameters(model: ForgettableModel) -> dict[str, Any]:
+    """What v1's certificate says about the model's canaries: count, seed and a digest of the
+    aggregate statistics they are drawn from (all of it is in the model card's `info`)."""
+    spec = stored_spec(model.info)
+    if spec is None:
+        return {}
+    return {
+        "canaries": spec.count,
+        "canary_seed": spec.seed,
+        "canary_twins": spec.twins,
+        "canary_spec_sha256": hashlib.sha256(
+            json.dumps(spec.as_dict(), sort_keys=True).encode()
+        ).hexdigest(),
+    }
+
+
 @task(cache_policy=NO_CACHE)
 def publish_trained(
     settings: Settings,
@@ -220,7 +242,9 @@ def publish_trained(
     model = run.model
     test = erasures.test_rows(dataset)
     test_acc = accuracy(model.predict_proba(dataset.features[test]), dataset.labels[test])
-    forgotten_ids = dataset.sample_ids[dataset.train_rows()][model.removed].tolist()
+    data = model_training_data(dataset, model)
+    # erased subjects' rows; the model's canaries are all held at training
+    forgotten_ids = data.sample_ids[model.removed].tolist()
     hashes = sorted(erasures.requests.request_hashes)
     ledger_state = ModelLedger(
         lineage=model.lineage,
@@ -231,10 +255,12 @@ def publish_trained(
         index_digest = warehouse.training_index_sha256(con, dataset.name)
     metrics = {
         "test_accuracy": test_acc,
-        "train_size": float(model.n_retained),  # rows trained on
+        "train_size": float(model.n_retained),  # rows trained on, canaries included
         "test_set_size": float(len(test)),
         "test_rows_withdrawn": float(len(erasures.withdrawn_test_ids)),
     }
+    if data.canaries is not None:
+        metrics["canaries"] = float(len(data.y) - data.n_dataset)
     certificate = Certificate(
         model_name=model_name,
         model_version=1,
@@ -242,7 +268,7 @@ def publish_trained(
         method="train",
         guarantee="exact",
         lineage=model.lineage,
-        parameters={**model.recipe, "seed": model.seed},
+        parameters={**model.recipe, "seed": model.seed, **_canary_parameters(model)},
         request_id_hashes=hashes,
         request_merkle_root=merkle_root(hashes),
         forget_set_sha256=set_sha256(forgotten_ids),
@@ -306,6 +332,7 @@ def publish_trained(
         "forgotten_at_training": len(forgotten_ids),
         "requests_applied_at_training": len(hashes),
         "test_rows_withdrawn": len(erasures.withdrawn_test_ids),
+        "canaries": len(data.y) - data.n_dataset,
     }
 
 
@@ -325,7 +352,7 @@ def compute_extra_proxies(settings: Settings, *, model_name: str, version: int) 
         withdrawn = ledger.withdrawn_test_ids(con, dataset=dataset.name)
     scores = extra_proxies(dataset, model, seed=model.seed, withdrawn_test_ids=withdrawn)
     kept = np.flatnonzero(~model.removed)
-    ids = dataset.sample_ids[dataset.train_rows()][kept].tolist()
+    ids = model_training_data(dataset, model).sample_ids[kept].tolist()
     with warehouse.connect(settings) as con:
         updated = features.fill_columns(
             con,

@@ -11,7 +11,16 @@ import duckdb
 import numpy as np
 
 from data_contracts.settings import Settings
-from models.audit import ModelEval, SplitEval, audit_unlearned, shadow_references
+from models.audit import (
+    CANARY_ALPHA,
+    CanaryCheck,
+    ModelEval,
+    SplitEval,
+    audit_unlearned,
+    canary_check,
+    shadow_references,
+)
+from models.canaries import TrainingData, model_training_data
 from models.chain import Broken, VersionEvidence, verify_chain
 from models.cost import CostMeter
 from models.datasets import Dataset
@@ -103,17 +112,17 @@ def audit_reference_grad_evals(
     would cost now: 0 when the warehouse holds them for every row the audit needs (the training
     rows `model` holds and `test_rows`, dataset positions of the test rows still in use), else what
     audit_rum will spend training them on the rows `model` still holds (the planner's one-off)."""
-    train, test = dataset.train_rows(), np.asarray(test_rows, dtype=np.int64)
+    data, test = model_training_data(dataset, model), np.asarray(test_rows, dtype=np.int64)
     key = features.reference_key(
-        dataset.features[train],
-        dataset.labels[train],
+        data.x,
+        data.y,
         recipe=_audit_recipe(model),
         runs=AUDIT_REFERENCE_RUNS,
         subset_fraction=1 - AUDIT_REFERENCE_OUT_PER_ROW / AUDIT_REFERENCE_RUNS,
         balanced_out_per_row=AUDIT_REFERENCE_OUT_PER_ROW,
         seed=AUDIT_REFERENCE_SEED,
     )
-    held = dataset.sample_ids[train][~model.removed].tolist()
+    held = data.sample_ids[~model.removed].tolist()
     needed = held + dataset.sample_ids[test].tolist()
     if features.complete_variant(con, key, needed, AUDIT_REFERENCE_RUNS) is not None:
         return 0.0
@@ -123,6 +132,26 @@ def audit_reference_grad_evals(
         out_per_row=AUDIT_REFERENCE_OUT_PER_ROW,
         epochs=_audit_recipe(model).epochs,
         seed=AUDIT_REFERENCE_SEED,
+    )
+
+
+def _canary_check(
+    data: TrainingData, model: ForgettableModel, *, forget_rows: np.ndarray, p_train: np.ndarray
+) -> CanaryCheck:
+    """models.audit.canary_check on the candidate's predictions; a model trained without
+    canaries passes with a note saying the audit's power is the forget set's alone."""
+    if data.canaries is None:
+        return CanaryCheck(
+            True, {}, CANARY_ALPHA / 2, note="canaries: none (model trained without --canaries)"
+        )
+    canary_rows = data.canary_rows
+    gone = np.intersect1d(canary_rows, forget_rows)
+    held = canary_rows[~model.removed[canary_rows]]
+    c = data.canaries
+    return canary_check(
+        forgotten=SplitEval.from_probs(p_train[gone], data.y[gone]),
+        held=SplitEval.from_probs(p_train[held], data.y[held]),
+        twins=SplitEval.from_probs(model.predict_proba(c.x_twins), c.y_twins),
     )
 
 
@@ -140,17 +169,21 @@ def audit_rum(
     Forget / retain / test accuracy gaps and ToW, loss-MIA AUC (forget vs test rows) and a KS test
     of forget losses, each against reference 0 with its noise floor from reference 1 at the same
     sample sizes (Zhao et al., arXiv 2406.01257, sec. 5; thresholds in models/audit.py).
-    `forget_rows` and `model.removed` are positions in the training split; `test_rows` are dataset
-    positions of the test (non-member) rows still in use: rows their subjects withdrew are neither
-    scored nor read from the reference (tasks/erasure.py)."""
-    train, test = dataset.train_rows(), np.asarray(test_rows, dtype=np.int64)
-    x, y = dataset.features[train], dataset.labels[train]
+    `forget_rows` and `model.removed` are positions in the model's training data (the split,
+    then its canaries: models.canaries.model_training_data), so the shadows of a model trained
+    with canaries are keyed by and trained on that data; `test_rows` are dataset positions of
+    the test (non-member) rows still in use: rows their subjects withdrew are neither scored nor
+    read from the reference (tasks/erasure.py). Canaries among `forget_rows` are in the
+    statistics above and in the canary check (models.audit.canary_check: forgotten canaries vs
+    never-trained twins, with the held canaries as its power); its result drives `passed` too."""
+    data, test = model_training_data(dataset, model), np.asarray(test_rows, dtype=np.int64)
+    x, y = data.x, data.y
     meter = CostMeter()
     with meter.timing(), warehouse.connect(settings) as con:
         ref = features.cached_reference(
             con,
             dataset=dataset.name,
-            sample_ids=dataset.sample_ids[train].tolist(),
+            sample_ids=data.sample_ids.tolist(),
             x=x,
             y=y,
             test_ids=dataset.sample_ids[test].tolist(),
@@ -188,12 +221,19 @@ def audit_rum(
     )
     with meter.timing():
         result = audit_unlearned(candidate, reference, [twin], resamples=AUDIT_RESAMPLES, seed=seed)
+    canaries = _canary_check(data, model, forget_rows=forget_rows, p_train=p_train)
     training_run = model.retrain_grad_evals(len(y))
     return {
-        "passed": result.passed,
-        "reasons": result.reasons,
-        "metrics": result.metrics,
-        "thresholds": result.thresholds,
+        "passed": result.passed and canaries.passed,
+        "reasons": result.reasons + canaries.reasons,
+        "metrics": {**result.metrics, **canaries.metrics},
+        "thresholds": {**result.thresholds, "canary_pvalue": canaries.threshold},
+        "canaries": canaries.note
+        or (
+            f"{canaries.metrics['canaries_forgotten']:.0f} forgotten canaries vs "
+            f"{canaries.metrics['canary_twins']:.0f} twins never trained on "
+            f"(Fisher on hits, Mann-Whitney on losses, each at p >= {canaries.threshold})"
+        ),
         "sizes": candidate.sizes(),
         "references": {
             "kind": "shadow MLPs (balanced in/out subsets, step-matched), reference + 1 twin",
