@@ -5,6 +5,7 @@ digits with the `mlp` recipe trained with `canaries`, under an `audited` policy.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -212,3 +213,10 @@ def test_rum_forgets_canaries_and_their_check_has_power(home: Path) -> None:
         v3 = model_from_version(registry.load_version(settings, MODEL, 3))
         assert v3.removed[data.n_dataset : data.n_dataset + CANARIES_PER_RUM_RUN].all()
     assert not set(forgotten) & _feature_ids(settings, 3)
+
+    # raw subject ids appear nowhere outside the ledger: MLflow's database and artifacts (the
+    # canaries' spec and audit metrics are aggregates; canaries have no subject)
+    needle = re.compile(rb"subject-(3|42)(?!\d)")
+    scanned = [p for p in [home / "mlflow.db", *(home / "artifacts").rglob("*")] if p.is_file()]
+    assert len(scanned) > 10
+    assert not [p for p in scanned if needle.search(p.read_bytes())]
