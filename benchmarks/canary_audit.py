@@ -1,8 +1,9 @@
 """Production canaries: does the flow's RUM audit reject a model that did not unlearn?
 
-Per seed, digits MLP (the flow's default recipe) trained twice: without canaries and with
-`--canaries 32` (models/canaries.py). A request of two random subjects' training rows (the
-"few easy rows" case) is forgotten three ways and each result goes through the flow's own audit
+Per seed, digits MLP (the flow's recipe at its default 30 epochs, and at the 15 epochs of the flow
+tests) trained twice: without canaries and with `--canaries 32` (models/canaries.py). A request
+of two random subjects' training rows (the "few easy rows" case) is forgotten three ways and each
+result goes through the flow's own audit
 (tasks.verification.audit_rum: shadow references cached in a temporary DuckDB warehouse, the
 statistics of models/audit.py and, with canaries, the canary check):
 - **parent**: nothing unlearned (the trained weights, with the rows marked forgotten): the audit
@@ -39,6 +40,7 @@ from tasks import verification
 RESULTS_PATH = Path(__file__).parent / "results" / "canary_audit.md"
 COMMAND = ".venv/bin/python -m benchmarks.canary_audit"
 CANARIES = 32
+EPOCHS = (30, 15)  # the mlp recipe's default; the flow tests' (tests/test_canaries.py)
 SUBJECTS_PER_REQUEST = 2
 
 
@@ -84,8 +86,14 @@ def run(seeds: int) -> dict:
             rng = np.random.default_rng(seed)
             chosen = rng.choice(subjects, SUBJECTS_PER_REQUEST, replace=False)
             request = np.flatnonzero(np.isin(ds.subject_ids[train], chosen))
-            for canaries in (0, CANARIES):
-                trained = train_model(ds, recipe_name="mlp", seed=seed, canaries=canaries)
+            for epochs, canaries in ((e, c) for e in EPOCHS for c in (0, CANARIES)):
+                trained = train_model(
+                    ds,
+                    recipe_name="mlp",
+                    seed=seed,
+                    canaries=canaries,
+                    overrides={"epochs": epochs},
+                )
                 model = trained.model
                 data = model_training_data(ds, model)
                 extra = next_canaries(model.removed, data.n_dataset)[:CANARIES_PER_RUM_RUN]
@@ -114,6 +122,7 @@ def run(seeds: int) -> dict:
                     rows.append(
                         {
                             "seed": seed,
+                            "epochs": epochs,
                             "canaries": canaries,
                             "candidate": name,
                             "passed": audit["passed"],
@@ -136,8 +145,16 @@ def run(seeds: int) -> dict:
 def _report(result: dict, *, seeds: int, seconds: float, load: str) -> str:
     rows = result["rows"]
 
-    def pick(canaries: int, candidate: str) -> list[dict]:
-        return [r for r in rows if r["canaries"] == canaries and r["candidate"] == candidate]
+    def pick(epochs: int, canaries: int, candidate: str) -> list[dict]:
+        return [
+            r
+            for r in rows
+            if r["epochs"] == epochs and r["canaries"] == canaries and r["candidate"] == candidate
+        ]
+
+    def median(values: list) -> str:
+        values = [v for v in values if v is not None]
+        return f"{np.median(values):.2g}" if values else "-"
 
     lines = [
         "# Production canaries and the RUM audit's power",
@@ -146,41 +163,43 @@ def _report(result: dict, *, seeds: int, seconds: float, load: str) -> str:
         "",
         f"Command: `{COMMAND} --seeds {seeds}`; {seeds} seeds, {platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} cores, {seconds / 60:.1f} min; load average before the run: {load}.",
-        "",
-        "| training | candidate | audit passes | fails on canaries | fails elsewhere | "
-        "median canary p | median power p | forget rows |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for canaries in (0, CANARIES):
-        for candidate in ("parent", "rum", "retrain"):
-            rs = pick(canaries, candidate)
-            p = [r["canary_pvalue"] for r in rs if r["canary_pvalue"] is not None]
-            power = [r["power_pvalue"] for r in rs if r["power_pvalue"] is not None]
-            lines.append(
-                f"| {'no canaries' if not canaries else f'{canaries} canaries'} | {candidate} | "
-                f"{sum(r['passed'] for r in rs)}/{len(rs)} | "
-                f"{sum(r['canary_failed'] for r in rs)}/{len(rs)} | "
-                f"{sum(r['other_failed'] for r in rs)}/{len(rs)} | "
-                f"{np.median(p):.2g} | {np.median(power):.2g} | "
-                f"{int(np.median([r['forget_rows'] for r in rs]))} |"
-                if p
-                else f"| {'no canaries' if not canaries else f'{canaries} canaries'} | "
-                f"{candidate} | {sum(r['passed'] for r in rs)}/{len(rs)} | - | "
-                f"{sum(r['other_failed'] for r in rs)}/{len(rs)} | - | - | "
-                f"{int(np.median([r['forget_rows'] for r in rs]))} |"
-            )
-    acc0 = [r["test_accuracy"] for r in pick(0, "parent")]
-    acc1 = [r["test_accuracy"] for r in pick(CANARIES, "parent")]
-    diff = np.array(acc1) - np.array(acc0)
-    cost0 = [r["rum_cost"] for r in pick(0, "rum")]
-    cost1 = [r["rum_cost"] for r in pick(CANARIES, "rum")]
+    for epochs in EPOCHS:
+        lines += [
+            "",
+            f"## {epochs} training epochs",
+            "",
+            "| training | candidate | audit passes | fails on canaries | fails elsewhere | "
+            "median canary p | median power p | forget rows |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for canaries in (0, CANARIES):
+            for candidate in ("parent", "rum", "retrain"):
+                rs = pick(epochs, canaries, candidate)
+                fails = sum(r["canary_failed"] for r in rs) if canaries else None
+                lines.append(
+                    f"| {f'{canaries} canaries' if canaries else 'no canaries'} | {candidate} | "
+                    f"{sum(r['passed'] for r in rs)}/{len(rs)} | "
+                    f"{'-' if fails is None else f'{fails}/{len(rs)}'} | "
+                    f"{sum(r['other_failed'] for r in rs)}/{len(rs)} | "
+                    f"{median([r['canary_pvalue'] for r in rs])} | "
+                    f"{median([r['power_pvalue'] for r in rs])} | "
+                    f"{int(np.median([r['forget_rows'] for r in rs]))} |"
+                )
+        acc0 = [r["test_accuracy"] for r in pick(epochs, 0, "parent")]
+        acc1 = [r["test_accuracy"] for r in pick(epochs, CANARIES, "parent")]
+        diff = np.array(acc1) - np.array(acc0)
+        cost0 = [r["rum_cost"] for r in pick(epochs, 0, "rum")]
+        cost1 = [r["rum_cost"] for r in pick(epochs, CANARIES, "rum")]
+        lines += [
+            "",
+            f"Test accuracy without canaries {np.mean(acc0):.4f}, with {CANARIES} canaries "
+            f"{np.mean(acc1):.4f} (paired difference {np.mean(diff):+.4f}, range "
+            f"{diff.min():+.4f} to {diff.max():+.4f}, over {len(diff)} seeds).",
+            f"RUM's cost / one training run: {np.mean(cost0):.3f} without canaries, "
+            f"{np.mean(cost1):.3f} with {CANARIES_PER_RUM_RUN} of them in the forget set.",
+        ]
     lines += [
-        "",
-        f"Test accuracy without canaries {np.mean(acc0):.4f}, with {CANARIES} canaries "
-        f"{np.mean(acc1):.4f} (paired difference {np.mean(diff):+.4f}, range "
-        f"{diff.min():+.4f} to {diff.max():+.4f}, over {len(diff)} seeds).",
-        f"RUM's cost / one training run: {np.mean(cost0):.3f} without canaries, "
-        f"{np.mean(cost1):.3f} with {CANARIES_PER_RUM_RUN} of them in the forget set.",
         "",
         "Reading: without canaries the audit's statistics see only the request's few rows, which",
         "every model fits alike, so a model that unlearned nothing passes. Canaries in the forget",
@@ -191,14 +210,13 @@ def _report(result: dict, *, seeds: int, seconds: float, load: str) -> str:
         "",
         "Per run:",
         "",
-        "| seed | training | candidate | passed | canary p | power p |",
-        "|---|---|---|---|---|---|",
+        "| seed | epochs | canaries | candidate | passed | canary p | power p |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        fmt = lambda v: "-" if v is None else f"{v:.2g}"  # noqa: E731
         lines.append(
-            f"| {r['seed']} | {r['canaries']} | {r['candidate']} | {r['passed']} | "
-            f"{fmt(r['canary_pvalue'])} | {fmt(r['power_pvalue'])} |"
+            f"| {r['seed']} | {r['epochs']} | {r['canaries']} | {r['candidate']} | {r['passed']} "
+            f"| {median([r['canary_pvalue']])} | {median([r['power_pvalue']])} |"
         )
     return "\n".join(lines) + "\n"
 
