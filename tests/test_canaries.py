@@ -59,6 +59,36 @@ def test_canaries_are_deterministic_synthetic_and_never_collide_with_dataset_ids
         canary_spec(x, y, count=len(x), seed=0, classes=ds.classes)
 
 
+def test_planner_prices_rum_with_its_canaries_and_no_other_path_takes_them() -> None:
+    from models.planner import ModelLedger, enumerate_candidates
+    from models.training import train_model
+
+    ds = load_digits_dataset()
+    run = train_model(ds, recipe_name="mlp", seed=0, overrides={"epochs": 2}, canaries=CANARIES)
+    data = model_training_data(ds, run.model)
+    confidence = run.events.proxies()["confidence"]
+    rows = np.arange(4)
+
+    def plan(extra: np.ndarray | None) -> dict:
+        candidates = enumerate_candidates(
+            run.model,
+            rows,
+            policy=AUDITED,
+            ledger=ModelLedger(lineage="plain", seconds_per_grad_eval_by_path={"rum": 1e-5}),
+            proxies=confidence,
+            rum_canary_rows=extra,
+        )
+        return {c.path: c for c in candidates}
+
+    plain, with_canaries = plan(None), plan(next_canaries(run.model.removed, data.n_dataset))
+    rum = with_canaries["rum"]
+    assert rum.params["canaries"] == CANARIES_PER_RUM_RUN
+    assert sum(rum.params["group_sizes"].values()) == len(rows) + CANARIES_PER_RUM_RUN
+    assert rum.predicted_grad_evals > plain["rum"].predicted_grad_evals
+    retrain = with_canaries["retrain"]
+    assert retrain.predicted_grad_evals == plain["retrain"].predicted_grad_evals
+
+
 def test_canary_check_without_forgotten_canaries_passes_and_says_so() -> None:
     from models.audit import SplitEval, canary_check
 
