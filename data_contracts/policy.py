@@ -23,6 +23,16 @@ class Policy(BaseModel):
         0.03, ge=0, le=1, description="max test-accuracy drop vs the parent"
     )
     max_mia_auc: float = Field(0.75, gt=0.5, le=1, description="audited paths: max loss-MIA AUC")
+    # Batching (models/batching.py): the defaults run every pending request at once, as before.
+    min_batch: int = Field(
+        1, ge=1, description="hold pending requests until at least this many are pending"
+    )
+    max_hold_days: float = Field(
+        7.0, gt=0, description="never hold a request longer than this after it was received"
+    )
+    deadline_margin_days: float = Field(
+        3.0, ge=0, description="a request due within this many days (or overdue) forces the run"
+    )
 
     def meets(self, guarantee: Guarantee) -> bool:
         return GUARANTEE_RANK[guarantee] >= GUARANTEE_RANK[self.guarantee]

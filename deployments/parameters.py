@@ -46,6 +46,18 @@ class ForgetRunParameters(BaseModel):
     max_accuracy_drop: float | None = Field(
         None, ge=0, le=1, description="max test-accuracy drop vs the parent (default: 0.03)"
     )
+    min_batch: int | None = Field(
+        None, ge=1, description="hold pending requests until this many are pending (default: 1)"
+    )
+    max_hold_days: float | None = Field(
+        None, gt=0, description="hold no request longer than this after receipt (default: 7)"
+    )
+    deadline_margin_days: float | None = Field(
+        None, ge=0, description="run when a request is due within this many days (default: 3)"
+    )
+    run_now: bool = Field(
+        False, description="run even where the policy would hold a small batch (manual run)"
+    )
     dry_run: bool = Field(False, description="plan only: requests stay pending, no new version")
 
     @field_validator("model_name", "inbox", mode="before")
@@ -71,7 +83,15 @@ class ForgetRunParameters(BaseModel):
         `forgetflow run`. With any override: the defaults with the overrides, for this run only."""
         overrides = {
             name: getattr(self, name)
-            for name in ("guarantee", "epsilon", "delta", "max_accuracy_drop")
+            for name in (
+                "guarantee",
+                "epsilon",
+                "delta",
+                "max_accuracy_drop",
+                "min_batch",
+                "max_hold_days",
+                "deadline_margin_days",
+            )
             if getattr(self, name) is not None
         }
         return Policy(**overrides) if overrides else None

@@ -85,7 +85,10 @@ def forget_deployment(params: ForgetRunParameters = ForgetRunParameters()) -> di
     # (summary, candidate and quarantine tables) are on the run a person opens from the UI, and
     # the MLflow version's forgetflow_run_id names it.
     return forget_flow.fn(
-        model_name=params.model_name, policy=params.policy(), dry_run=params.dry_run
+        model_name=params.model_name,
+        policy=params.policy(),
+        dry_run=params.dry_run,
+        run_now=params.run_now,
     )
 
 

@@ -170,6 +170,7 @@ def _check_canaries(*, dataset: str, recipe: str, canaries: int) -> None:
 
 
 def _policy(guarantee: str | None, epsilon: float | None, delta: float | None):
+    """None without overrides (each model's own policy applies), as the forget-now deployment."""
     from data_contracts.policy import Policy
 
     fields = {
@@ -177,6 +178,8 @@ def _policy(guarantee: str | None, epsilon: float | None, delta: float | None):
         for k, v in {"guarantee": guarantee, "epsilon": epsilon, "delta": delta}.items()
         if v is not None
     }
+    if not fields:
+        return None
     try:
         return Policy(**fields)
     except ValueError as err:
@@ -192,6 +195,9 @@ def run(
     epsilon: Annotated[float | None, typer.Option(help="target epsilon (default 1.0)")] = None,
     delta: Annotated[float | None, typer.Option(help="target delta (default 1/n)")] = None,
     dry_run: Annotated[bool, typer.Option(help="plan only; requests stay pending")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="run even where the policy would hold a small batch")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run the forgetting flow once (the nightly deployment runs the same flow)."""
@@ -201,7 +207,7 @@ def run(
         with _rich_progress():
             from flows.forget import forget_flow
 
-            report = forget_flow(model_name=model, policy=policy, dry_run=dry_run)
+            report = forget_flow(model_name=model, policy=policy, dry_run=dry_run, run_now=now)
     if as_json:
         out.print_json(json.dumps(report, default=str))
     else:
@@ -223,9 +229,12 @@ def print_report(report: dict[str, Any]) -> None:
         table = Table(title=f"forgetting run: {m['model_name']}", show_header=False)
         table.add_column("field", style="bold")
         table.add_column("value")
+        batch = m.get("batch") or {}
         if "grad_evals" not in m:
             table.add_row("outcome", str(m.get("method", "dry run")))
             table.add_row("requests", str(m.get("requests", 0)))
+            if batch:
+                table.add_row("batching", batch["reason"])
             if "plan" in m:
                 table.add_row("would choose", f"{m['plan']['chosen']}: {m['plan']['why']}")
             out.print(table)
@@ -239,6 +248,8 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row("path", f"{m['method']} ({m['guarantee']})")
         if m.get("overdue"):
             table.add_row("past their deadline", f"{m['overdue']} requests (applied in this run)")
+        if batch:
+            table.add_row("why now", batch["why"])
         table.add_row("why", m["why"])
         table.add_row("epsilon", eps)
         table.add_row(
@@ -262,15 +273,17 @@ def print_report(report: dict[str, Any]) -> None:
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Requests per state and per manifest file (states always sum to rows received)."""
+    """Requests per state and per manifest file (states always sum to rows received), and per
+    model what its next run would do with its pending requests (run, or hold until when)."""
     settings = _settings()
-    from tasks import warehouse
+    from tasks import batching, warehouse
 
     with warehouse.connect(settings) as con:
         report = {
             "rows_received": warehouse.rows_received(con),
             "states": warehouse.state_counts(con),
             "files": warehouse.files_summary(con),
+            "models": batching.model_queue(con, salt=settings.salt(), now=warehouse.now()),
         }
     if as_json:
         out.print_json(json.dumps(report))
@@ -289,6 +302,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             f["file_name"], f["digest"][:12], str(f["rows"]), f["outcome"], f["reason"] or ""
         )
     out.print(files)
+    queue = Table(title="pending per model (next run, under each model's policy)")
+    for col in ("model", "pending", "held", "earliest deadline", "next run"):
+        queue.add_column(col)
+    for q in report["models"]:
+        queue.add_row(
+            q["model_name"],
+            str(q["pending"]),
+            str(q["held"]),
+            q["earliest_deadline"] or "-",
+            q["next_run"],
+        )
+    out.print(queue)
 
 
 @app.command()
@@ -336,6 +361,15 @@ def policy(
     epsilon: Annotated[float | None, typer.Option(help="target epsilon")] = None,
     delta: Annotated[float | None, typer.Option(help="target delta (default 1/n)")] = None,
     max_accuracy_drop: Annotated[float | None, typer.Option(help="max test-accuracy drop")] = None,
+    min_batch: Annotated[
+        int | None, typer.Option(help="hold pending requests until this many are pending")
+    ] = None,
+    max_hold_days: Annotated[
+        float | None, typer.Option(help="hold no request longer than this after receipt")
+    ] = None,
+    deadline_margin_days: Annotated[
+        float | None, typer.Option(help="run when a request is due within this many days")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show a model's forgetting policy, or set the given fields (validated; used by every run)."""
@@ -350,6 +384,9 @@ def policy(
             "epsilon": epsilon,
             "delta": delta,
             "max_accuracy_drop": max_accuracy_drop,
+            "min_batch": min_batch,
+            "max_hold_days": max_hold_days,
+            "deadline_margin_days": deadline_margin_days,
         }.items()
         if v is not None
     }

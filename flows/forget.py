@@ -20,7 +20,7 @@ from data_contracts.policy import Policy
 from data_contracts.settings import Settings
 from flows.library_logging import quiet_libraries
 from flows.reporting import publish_run_artifacts
-from tasks import forgetting, warehouse
+from tasks import batching, forgetting, warehouse
 
 
 @contextmanager
@@ -50,10 +50,19 @@ def forget_model(
     run_id: str,
     dry_run: bool,
     seed: int | None,
+    run_now: bool = False,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     for note in forgetting.recover_interrupted(settings, model_name=model_name):
         logger.warning(note)
+    # Run now or hold a small batch (policy min_batch / max_hold_days / deadline_margin_days).
+    decision = batching.decide_batch(settings, model_name=model_name, policy=policy, manual=run_now)
+    if decision.pending:
+        logger.info("%s: %s", model_name, decision.reason)
+    if decision.pending and not decision.run:
+        return batching.hold(
+            settings, run_id=run_id, model_name=model_name, decision=decision, dry_run=dry_run
+        )
     claim = forgetting.claim_requests(settings, model_name=model_name, run_id=run_id)
     if not claim.request_keys:
         forgetting.release(settings, run_id=run_id, reason="no pending requests")
@@ -70,6 +79,7 @@ def forget_model(
                 "requests": len(claim.request_keys),
                 "dry_run": True,
                 "plan": plan.as_dict(),
+                "batch": decision.as_dict(),
             }
         failed: list[str] = []
         attempts: list[dict[str, Any]] = []  # failed verifications, kept in the certificate
@@ -101,11 +111,16 @@ def forget_model(
         summary["plan"] = plan.as_dict()
         summary["overdue"] = claim.overdue
         summary["failed_paths"] = failed
-        return summary
+        summary["batch"] = decision.as_dict()
     except BaseException:
         # Finish the run if its version reached MLflow, else give the requests back: never both.
         forgetting.recover_interrupted(settings, model_name=model_name)
         raise
+    try:  # the run is finished: failing to note why it did not hold must not fail it
+        batching.note_decision(settings, run_id=run_id, decision=decision)
+    except Exception as err:
+        logger.warning("run %s: batching decision not kept in the ledger (%s)", run_id, err)
+    return summary
 
 
 @flow(name="forget", log_prints=True)
@@ -114,10 +129,12 @@ def forget_flow(
     policy: Policy | None = None,
     dry_run: bool = False,
     seed: int | None = None,
+    run_now: bool = False,
 ) -> dict[str, Any]:
     """Ingest the inbox and make each model (or `model_name`) forget its pending requests.
 
-    `policy` overrides every model's own policy (`forgetflow policy`) for this run only."""
+    `policy` overrides every model's own policy (`forgetflow policy`) for this run only;
+    `run_now` runs even where the policy would hold a small batch (a manual run)."""
     quiet_libraries()
     settings = Settings()
     settings.ensure_dirs()
@@ -143,6 +160,7 @@ def forget_flow(
                     run_id=f"{flow_id}:{name}",
                     dry_run=dry_run,
                     seed=seed,
+                    run_now=run_now,
                 )
             )
     with warehouse.connect(settings) as con:

@@ -49,6 +49,8 @@ def summary_markdown(report: dict[str, Any], *, mlflow_ui: str) -> str:
             )
             if "plan" in m:  # a dry run: what a real run would do
                 lines.append(f"  - would choose {m['plan']['chosen']}: {m['plan']['why']}")
+            if m.get("batch"):
+                lines.append(f"  - batching: {m['batch']['reason']}")
             continue
         ratio = (
             m["grad_evals"] / m["retrain_grad_evals"]
@@ -73,6 +75,8 @@ def summary_markdown(report: dict[str, Any], *, mlflow_ui: str) -> str:
             f"test accuracy {m['test_accuracy_before']:.3f} -> {m['test_accuracy_after']:.3f}"
             f"{on_rows}; MIA AUC {m['mia_auc_after']:.3f}. Why: {m['why']}"
         )
+        if m.get("batch"):
+            lines.append(f"  - why now: {m['batch']['why']}")
         url = version_url(mlflow_ui, m["model_name"], m["version"])
         lines.append(f"  - MLflow: [{m['model_name']} v{m['version']}]({url})")
         lines += [f"  - plot in MLflow: `{p}`" for p in m.get("plots", [])]
