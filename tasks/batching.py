@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from data_contracts.policy import Policy
 from data_contracts.settings import Settings
 from models.batching import BatchDecision, PendingRequest, decide
-from tasks import warehouse
+from tasks import ledger, warehouse
 
 STORE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # a locked DuckDB file
 
@@ -24,18 +24,14 @@ STORE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # a locked DuckD
 def pending_requests(
     con: duckdb.DuckDBPyConnection, *, model_name: str, salt: str
 ) -> list[PendingRequest]:
-    """The requests a run of `model_name` would claim now (read only), oldest first, with the
-    salted hash the claim will give them. The condition is tasks.ledger.claim_pending's
-    (tests/test_batching.py checks that both select the same rows)."""
+    """The requests a run of `model_name` would claim now (tasks.ledger.CLAIMABLE; read only),
+    oldest first, with the salted hash the claim will give them."""
     rows = con.execute(
-        """SELECT sha256($salt || '|' || r.request_id), f.received_at, r.requested_at, r.deadline
-           FROM requests r JOIN manifest_files f ON f.file_id = r.file_id
-           WHERE r.state = 'pending' AND (r.model_name = $model OR r.model_name IS NULL)
-             AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_id = r.file_id
-                             AND a.row_number = r.row_number AND a.model_name = $model)
-             AND EXISTS (SELECT 1 FROM training_index t JOIN models m ON m.dataset = t.dataset
-                         WHERE m.model_name = $model AND t.subject_id = r.subject_id)
-           ORDER BY f.received_at, r.file_id, r.row_number""",
+        f"""SELECT sha256($salt || '|' || requests.request_id), f.received_at,
+                   requests.requested_at, requests.deadline
+            FROM requests JOIN manifest_files f ON f.file_id = requests.file_id
+            WHERE {ledger.CLAIMABLE}
+            ORDER BY f.received_at, requests.file_id, requests.row_number""",
         {"salt": salt, "model": model_name},
     ).fetchall()
     return [

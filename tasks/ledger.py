@@ -30,6 +30,16 @@ class Claim:
     overdue: int  # claimed requests already past their deadline
 
 
+# The pending requests of `requests` a run of $model claims; the batching decision weighs the
+# same rows (tasks.batching.pending_requests), so what it holds is what a run would take.
+CLAIMABLE = """requests.state = 'pending'
+    AND (requests.model_name = $model OR requests.model_name IS NULL)
+    AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_id = requests.file_id
+                    AND a.row_number = requests.row_number AND a.model_name = $model)
+    AND EXISTS (SELECT 1 FROM training_index t JOIN models m ON m.dataset = t.dataset
+                WHERE m.model_name = $model AND t.subject_id = requests.subject_id)"""
+
+
 def claim_pending(
     con: duckdb.DuckDBPyConnection, *, model_name: str, run_id: str, salt: str
 ) -> Claim:
@@ -45,14 +55,9 @@ def claim_pending(
             [run_id, model_name, warehouse.now()],
         )
         con.execute(
-            """UPDATE requests SET state = 'planned', run_id = ?, updated_at = now(),
-                   request_hash = sha256(? || '|' || request_id)
-               WHERE state = 'pending' AND (model_name = ? OR model_name IS NULL)
-                 AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.file_id = requests.file_id
-                                 AND a.row_number = requests.row_number AND a.model_name = ?)
-                 AND EXISTS (SELECT 1 FROM training_index t JOIN models m ON m.dataset = t.dataset
-                             WHERE m.model_name = ? AND t.subject_id = requests.subject_id)""",
-            [run_id, salt, model_name, model_name, model_name],
+            f"""UPDATE requests SET state = 'planned', run_id = $run_id, updated_at = now(),
+                   request_hash = sha256($salt || '|' || request_id) WHERE {CLAIMABLE}""",
+            {"run_id": run_id, "salt": salt, "model": model_name},
         )
     return load_claim(con, run_id=run_id, model_name=model_name)
 

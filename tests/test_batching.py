@@ -145,8 +145,8 @@ def test_policy_rejects_batching_values_that_could_hold_forever_or_never(bad: di
 
 
 def test_pending_requests_are_exactly_what_the_claim_takes(fresh_state, tmp_path: Path) -> None:
-    """tasks.batching.pending_requests repeats the claim's condition: both select the same rows
-    (another model's and quarantined requests left out), in the same order, with the same hashes."""
+    """What the decision weighs is what the claim takes: the same rows (another model's and
+    quarantined requests left out), in the same order, with the same salted hashes."""
     from tasks import batching, ingest, ledger, warehouse
 
     settings = fresh_state(tmp_path / "home", "salt")
