@@ -516,7 +516,9 @@ def _summary(cert: Certificate, *, claim: ledger.Claim, why: str) -> dict[str, A
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
 def finalize_without_new_version(settings: Settings, *, claim: ledger.Claim) -> dict[str, Any]:
-    """Requests whose samples this model already forgot: applied by the current champion."""
+    """Requests with no training sample left to forget (this model already forgot them, or the
+    subject has test rows only, which the finalizing transaction withdraws): applied by the
+    current champion, no new version."""
     with warehouse.connect(settings) as con:
         latest = warehouse.latest_version(con, claim.model_name)
         ledger.finalize_run(
@@ -526,7 +528,9 @@ def finalize_without_new_version(settings: Settings, *, claim: ledger.Claim) -> 
             certificate_sha256=latest["certificate_sha256"],
             guarantee=latest["guarantee"],
             plan=None,
-            summary={"note": "samples already forgotten"},
+            summary={
+                "note": "no training sample left to forget: already forgotten or test rows only"
+            },
             version_row=None,
         )
     return {
