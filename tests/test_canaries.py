@@ -250,3 +250,52 @@ def test_rum_forgets_canaries_and_their_check_has_power(home: Path) -> None:
     scanned = [p for p in [home / "mlflow.db", *(home / "artifacts").rglob("*")] if p.is_file()]
     assert len(scanned) > 10
     assert not [p for p in scanned if needle.search(p.read_bytes())]
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_crash_after_registering_a_rum_version_still_records_its_canaries(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies between MLflow (v2 registered) and the ledger; the next run completes the
+    ledger from v2's stored mask, canaries included, instead of unlearning again, so no later run
+    tries to forget the same canaries twice."""
+    from flows.forget import forget_flow
+    from flows.train import train_flow
+    from tasks import ledger, publishing, registry, warehouse
+
+    train_flow(
+        dataset="digits",
+        recipe="mlp",
+        name=MODEL,
+        seed=0,
+        overrides={"epochs": 15},
+        canaries=CANARIES,
+    )
+    settings = Settings()
+    deliver(settings, "day1", [{"subject_id": "subject-3", "model_name": MODEL}])
+    real = ledger.finalize_run
+
+    def killed(*args, **kwargs):
+        raise ConnectionError("process killed between MLflow and DuckDB")
+
+    monkeypatch.setattr(ledger, "finalize_run", killed)
+    with pytest.raises(ConnectionError):
+        forget_flow(seed=0, model_name=MODEL, policy=AUDITED)
+    assert registry.next_version(settings, MODEL) == 3  # v2 reached MLflow
+    assert _ledger_canaries(settings) == {}
+
+    monkeypatch.setattr(ledger, "finalize_run", real)
+    (again,) = forget_flow(seed=0, model_name=MODEL, policy=AUDITED)["models"]
+    assert again["requests"] == 0  # recovered, not re-run
+    stored = registry.load_version(settings, MODEL, 2)
+    assert stored.certificate.method == "rum"  # as in the test above: same seeds, same path
+    v2 = publishing.model_from_version(stored)
+    n_dataset = len(v2.removed) - CANARIES
+    forgotten = {f"canary-{k}" for k in np.flatnonzero(v2.removed[n_dataset:])}
+    assert len(forgotten) == CANARIES_PER_RUM_RUN
+    assert _ledger_canaries(settings) == dict.fromkeys(forgotten, 2)
+    with warehouse.connect(settings) as con:
+        assert ledger.invariant_violations(con) == []
+        (request,) = ledger.subject_requests(con, "subject-3")
+    assert request["state"] == "applied" and request["model_version"] == 2
