@@ -142,17 +142,15 @@ def _feature_ids(settings: Settings, version: int) -> set[str]:
     return {r[0] for r in rows}
 
 
-@pytest.mark.integration
-@pytest.mark.usefixtures("prefect_harness")
-def test_rum_forgets_canaries_and_their_check_has_power(home: Path) -> None:
-    from flows.forget import forget_flow
-    from flows.train import train_flow
-    from tasks import ledger, registry, verification, warehouse
+def _train_with_canaries() -> dict:
+    """v1 of MODEL, trained with CANARIES canaries by a real train flow run.
 
-    # 15 epochs as tests/test_rum_flow.py: RUM stays under half a retrain, and it unlearns these
-    # canaries (at the default 30 epochs it passes the canary check far less often:
-    # benchmarks/results/canary_audit.md); seeds fixed, so the run takes the RUM path
-    trained = train_flow(
+    15 epochs as tests/test_rum_flow.py: RUM stays under half a retrain, and it unlearns these
+    canaries (at the default 30 epochs it passes the canary check far less often:
+    benchmarks/results/canary_audit.md); seeds fixed, so the runs take the RUM path."""
+    from flows.train import train_flow
+
+    return train_flow(
         dataset="digits",
         recipe="mlp",
         name=MODEL,
@@ -160,6 +158,15 @@ def test_rum_forgets_canaries_and_their_check_has_power(home: Path) -> None:
         overrides={"epochs": 15},
         canaries=CANARIES,
     )
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_rum_forgets_canaries_and_their_check_has_power(home: Path) -> None:
+    from flows.forget import forget_flow
+    from tasks import ledger, registry, verification, warehouse
+
+    trained = _train_with_canaries()
     settings = Settings()
     assert trained["canaries"] == CANARIES
     cert1 = registry.load_version(settings, MODEL, 1).certificate
@@ -261,17 +268,9 @@ def test_a_crash_after_registering_a_rum_version_still_records_its_canaries(
     ledger from v2's stored mask, canaries included, instead of unlearning again, so no later run
     tries to forget the same canaries twice."""
     from flows.forget import forget_flow
-    from flows.train import train_flow
     from tasks import ledger, publishing, registry, warehouse
 
-    train_flow(
-        dataset="digits",
-        recipe="mlp",
-        name=MODEL,
-        seed=0,
-        overrides={"epochs": 15},
-        canaries=CANARIES,
-    )
+    _train_with_canaries()
     settings = Settings()
     deliver(settings, "day1", [{"subject_id": "subject-3", "model_name": MODEL}])
     real = ledger.finalize_run
