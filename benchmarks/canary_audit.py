@@ -13,6 +13,7 @@ statistics of models/audit.py and, with canaries, the canary check):
 Also the test-accuracy cost of training with canaries (same seed, same rows otherwise).
 
     .venv/bin/python -m benchmarks.canary_audit   # writes benchmarks/results/canary_audit.md
+    .venv/bin/python -m benchmarks.canary_audit --seed-offset 10   # seeds 10-19 instead of 0-9
 """
 
 from __future__ import annotations
@@ -42,6 +43,46 @@ COMMAND = ".venv/bin/python -m benchmarks.canary_audit"
 CANARIES = 32
 EPOCHS = (30, 15)  # the mlp recipe's default; the flow tests' (tests/test_canaries.py)
 SUBJECTS_PER_REQUEST = 2
+# What was tried to make RUM pass this audit at 30 epochs (measured by this benchmark and
+# benchmarks.rum_repeat with the recipes named), kept in every report.
+TRIED = """\
+## Tried: a stronger RUM recipe for 30 training epochs (issue 5; not adopted)
+
+Goal: RUM passes this audit at the default 30 epochs as often as a retrain (>= 8/10) with the
+audit unchanged. Recipes chosen on seeds 0-4, 30 epochs, 32 canaries (audits passed; RUM's cost
+as a fraction of a training run); changes relative to models/rum.py (high = top tercile with
+confidence < 0.5, alpha 0.98, 2 fine-tune epochs, 3 NegGrad+, 1 retain-only):
+
+| change | seeds 0-4 | cost |
+|---|---|---|
+| none (models/rum.py) | 2/5 | 0.213 |
+| high = every row with confidence < 0.5 (not only the top tercile) | 3/5 | 0.210 |
+| high < 0.5, 2 retain-only epochs | 3/5 | 0.243 |
+| high < 0.5, 2 retain-only, 5 / 4 NegGrad+ epochs | 5/5, 4/5 | 0.327, 0.285 |
+| high < 0.5, 2 / 3 retain-only, alpha 0.95 | 5/5, 5/5 | 0.243, 0.276 |
+| high < 0.5, 1 retain-only, alpha 0.95 / 0.96 | 4/5, 5/5 | 0.210 |
+| high = every row with confidence < 0.3 or in the top tercile, alpha 0.95, 2 retain-only | 4/5 | 0.252 |
+| high = top tercile only, alpha 0.95, 2 retain-only | 3/5 | 0.246 |
+| high = top tercile only, 5 NegGrad+, 2 retain-only | 2/5 | 0.322 |
+| high < 0.5, 2 NegGrad+ (alpha 0.95 / 0.93), 2 retain-only | 3/5, 4/5 | 0.202 |
+| high < 0.5, 1 fine-tune, 2 retain-only, alpha 0.97 / 0.95 | 4/5, 5/5 | 0.217 |
+| **candidate**: high < 0.5, alpha 0.96, 1 fine-tune, 2 retain-only | 5/5 (0-9: 8/10) | 0.217 |
+
+The candidate on fresh seeds 10-19 (`--seed-offset 10`, the recipe above as "before" on the same
+seeds): 30 epochs **6/10** (before 4/10, retrain 9/10), canary check failed 0/10 (before 4/10),
+cost 0.222 (0.213); 15 epochs 10/10 (before 7/10) at 0.440 (0.427). Target not met. The 4
+failures at 30 epochs are forget-accuracy gaps of one row (the gap's noise floor is 0 here, so
+one row fails it): twice a canary with training confidence 0.52 / 0.56 (medium group, only
+fine-tuned, still predicted), twice a clean request row the shadow reference and its twin
+classify differently (no unlearner can match both). The candidate kept
+`python -m benchmarks.rum_repeat` at 10/10 in every cell (first 28.5% of a training run instead
+of 27.0%); with alpha 0.96 and 2 fine-tune + 1 retain-only epochs two cells fell to 9/10.
+Moving the level to 0.6 fixes the band canaries (seeds 0-9: 10/10) but NegGrad+ then unlearns
+clean rows of confidence 0.5-0.6 a retrain gets right: the second request of tests/test_rum.py
+(8 such rows on a RUM-modified model) fails its audit with 3 rows unlearned (1 row with the
+forget term averaged over at least 8 rows). Training confidence does not separate a memorised
+canary from a hard clean row in that band; another proxy (e.g. forgetting events) might.
+"""
 
 
 def _rum(model: ForgettableModel, data, forget: np.ndarray, confidence: np.ndarray, seed: int):
@@ -73,7 +114,7 @@ def _retrain(model: ForgettableModel, data, forget: np.ndarray, seed: int) -> Fo
     return replace(run.model, info=model.info)
 
 
-def run(seeds: int) -> dict:
+def run(seeds: int, seed_offset: int = 0) -> dict:
     ds = load_digits_dataset()
     train = ds.train_rows()
     subjects = np.unique(ds.subject_ids[train])
@@ -82,7 +123,7 @@ def run(seeds: int) -> dict:
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home), hash_salt="bench")
         settings.ensure_dirs()
-        for seed in track(range(seeds), description="seeds"):
+        for seed in track(range(seed_offset, seed_offset + seeds), description="seeds"):
             rng = np.random.default_rng(seed)
             chosen = rng.choice(subjects, SUBJECTS_PER_REQUEST, replace=False)
             request = np.flatnonzero(np.isin(ds.subject_ids[train], chosen))
@@ -142,7 +183,7 @@ def run(seeds: int) -> dict:
     return {"rows": rows}
 
 
-def _report(result: dict, *, seeds: int, seconds: float, load: str) -> str:
+def _report(result: dict, *, seeds: int, seed_offset: int, seconds: float, load: str) -> str:
     rows = result["rows"]
 
     def pick(epochs: int, canaries: int, candidate: str) -> list[dict]:
@@ -161,7 +202,8 @@ def _report(result: dict, *, seeds: int, seconds: float, load: str) -> str:
         "",
         __doc__.split("\n\n    ")[0].strip(),
         "",
-        f"Command: `{COMMAND} --seeds {seeds}`; {seeds} seeds, {platform.processor() or 'cpu'}, "
+        f"Command: `{COMMAND} --seeds {seeds} --seed-offset {seed_offset}`; seeds {seed_offset}-"
+        f"{seed_offset + seeds - 1}, {platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} cores, {seconds / 60:.1f} min; load average before the run: {load}.",
     ]
     for epochs in EPOCHS:
@@ -208,6 +250,8 @@ def _report(result: dict, *, seeds: int, seconds: float, load: str) -> str:
         "such runs fall back to a retrain in the flow. `power p`: the canary tests on the canaries",
         "the candidate still holds (near 0: a candidate that kept the forgotten ones is caught).",
         "",
+        *TRIED.splitlines(),
+        "",
         "Per run:",
         "",
         "| seed | epochs | canaries | candidate | passed | canary p | power p |",
@@ -224,11 +268,18 @@ def _report(result: dict, *, seeds: int, seconds: float, load: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
     args = parser.parse_args()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     start = time.perf_counter()
-    result = run(args.seeds)
-    report = _report(result, seeds=args.seeds, seconds=time.perf_counter() - start, load=load)
+    result = run(args.seeds, args.seed_offset)
+    report = _report(
+        result,
+        seeds=args.seeds,
+        seed_offset=args.seed_offset,
+        seconds=time.perf_counter() - start,
+        load=load,
+    )
     RESULTS_PATH.write_text(report)
     print(report)
 
