@@ -77,6 +77,8 @@ fine-tuned, still predicted), twice a clean request row the shadow reference and
 classify differently (no unlearner can match both). The candidate kept
 `python -m benchmarks.rum_repeat` at 10/10 in every cell (first 28.5% of a training run instead
 of 27.0%); with alpha 0.96 and 2 fine-tune + 1 retain-only epochs two cells fell to 9/10.
+It fails tests/test_rum.py's tabular test (breast cancer, 20 canaries + 20 clean rows) on
+a forget-accuracy gap of 0.05 (2 rows of 40); its other RUM tests pass.
 Moving the level to 0.6 fixes the band canaries (seeds 0-9: 10/10) but NegGrad+ then unlearns
 clean rows of confidence 0.5-0.6 a retrain gets right: the second request of tests/test_rum.py
 (8 such rows on a RUM-modified model) fails its audit with 3 rows unlearned (1 row with the
