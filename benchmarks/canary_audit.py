@@ -51,7 +51,9 @@ TRIED = """\
 Goal: RUM passes this audit at the default 30 epochs as often as a retrain (>= 8/10) with the
 audit unchanged. Recipes chosen on seeds 0-4, 30 epochs, 32 canaries (audits passed; RUM's cost
 as a fraction of a training run); changes relative to models/rum.py (high = top tercile with
-confidence < 0.5, alpha 0.98, 2 fine-tune epochs, 3 NegGrad+, 1 retain-only):
+confidence < 0.5, alpha 0.98, 2 fine-tune epochs, 3 NegGrad+, 1 retain-only). Measured with the
+canaries of commit f414e1e (clipped to each class's min / max; now the mean of the 10 extreme
+values, models/canaries.py EXTREME_ROWS), whose table above read the same for RUM (3/10, 8/10):
 
 | change | seeds 0-4 | cost |
 |---|---|---|
