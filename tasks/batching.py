@@ -27,7 +27,7 @@ def pending_requests(
     """The requests a run of `model_name` would claim now (tasks.ledger.CLAIMABLE; read only),
     oldest first, with the salted hash the claim will give them."""
     rows = con.execute(
-        f"""SELECT sha256($salt || '|' || requests.request_id), f.received_at,
+        f"""SELECT {ledger.REQUEST_HASH}, f.received_at,
                    requests.requested_at, requests.deadline
             FROM requests JOIN manifest_files f ON f.file_id = requests.file_id
             WHERE {ledger.CLAIMABLE}

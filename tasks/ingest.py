@@ -35,6 +35,7 @@ from data_contracts.settings import Settings
 from data_contracts.states import RequestState
 from tasks import warehouse
 from tasks.gx_validation import ROW_KEY, Engine, gx_failures, sql_failures
+from tasks.ledger import REQUEST_HASH
 from tasks.progress import reporter
 
 # Files with more rows are validated by the SQL-compiled suite: same spec, same reasons (tested),
@@ -273,7 +274,7 @@ SELECT $file_id AS file_id, row_number, request_id, subject_id, requested_at, le
   CASE WHEN reasons IS NOT NULL THEN reasons WHEN state = 'superseded' THEN $r_superseded
        WHEN state = 'quarantined' THEN $r_conflict END AS reason,
   -- Hashed here only for the few quarantined rows; a claimed row gets its hash when claimed.
-  CASE WHEN state = 'quarantined' THEN sha256($salt || '|' || request_id) END AS request_hash,
+  CASE WHEN state = 'quarantined' THEN {REQUEST_HASH} END AS request_hash,
   $now AS updated_at
 FROM decided
 """

@@ -40,6 +40,12 @@ CLAIMABLE = """requests.state = 'pending'
                 WHERE m.model_name = $model AND t.subject_id = requests.subject_id)"""
 
 
+# The salted request hash (data_contracts.hashing.salted_hash) of a row's `request_id`, in
+# DuckDB: ingestion stores it for quarantined rows, the claim for claimed ones and the batching
+# decision lists it, so all three must compute it alike.
+REQUEST_HASH = "sha256($salt || '|' || request_id)"
+
+
 def claim_pending(
     con: duckdb.DuckDBPyConnection, *, model_name: str, run_id: str, salt: str
 ) -> Claim:
@@ -56,7 +62,7 @@ def claim_pending(
         )
         con.execute(
             f"""UPDATE requests SET state = 'planned', run_id = $run_id, updated_at = now(),
-                   request_hash = sha256($salt || '|' || request_id) WHERE {CLAIMABLE}""",
+                   request_hash = {REQUEST_HASH} WHERE {CLAIMABLE}""",
             {"run_id": run_id, "salt": salt, "model": model_name},
         )
     return load_claim(con, run_id=run_id, model_name=model_name)
