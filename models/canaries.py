@@ -234,5 +234,5 @@ def forgotten_canary_ids(model: Any) -> list[str]:
     spec = stored_spec(model.info)
     if spec is None:
         return []
-    gone = np.flatnonzero(np.asarray(model.removed, dtype=bool)[-spec.count :])
-    return [f"{CANARY_PREFIX}{k}" for k in gone]
+    ids = canary_ids(spec.count)
+    return [ids[k] for k in np.flatnonzero(np.asarray(model.removed, dtype=bool)[-spec.count :])]
