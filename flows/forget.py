@@ -67,9 +67,10 @@ def forget_model(
     if not claim.request_keys:
         forgetting.release(settings, run_id=run_id, reason="no pending requests")
         return {"model_name": model_name, "requests": 0, "method": "nothing to do"}
+    batch = decision.as_dict()  # kept in the run's summary by the transaction that finishes it
     try:
         if not claim.sample_ids:
-            return forgetting.finalize_without_new_version(settings, claim=claim)
+            return forgetting.finalize_without_new_version(settings, claim=claim, batch=batch)
         ctx = forgetting.load_context(settings, claim=claim)
         plan = forgetting.plan_forgetting(ctx, policy=policy)
         if dry_run:
@@ -79,7 +80,7 @@ def forget_model(
                 "requests": len(claim.request_keys),
                 "dry_run": True,
                 "plan": plan.as_dict(),
-                "batch": decision.as_dict(),
+                "batch": batch,
             }
         failed: list[str] = []
         attempts: list[dict[str, Any]] = []  # failed verifications, kept in the certificate
@@ -106,20 +107,21 @@ def forget_model(
             failed.append(plan.chosen.path)
             plan = forgetting.plan_forgetting(ctx, policy=policy, exclude=tuple(failed))
         summary = forgetting.publish_and_finalize(
-            settings, ctx=ctx, claim=claim, plan=plan, result=result, evaluation=evaluation
+            settings,
+            ctx=ctx,
+            claim=claim,
+            plan=plan,
+            result=result,
+            evaluation=evaluation,
+            batch=batch,
         )
         summary["plan"] = plan.as_dict()
         summary["overdue"] = claim.overdue
         summary["failed_paths"] = failed
-        summary["batch"] = decision.as_dict()
     except BaseException:
         # Finish the run if its version reached MLflow, else give the requests back: never both.
-        forgetting.recover_interrupted(settings, model_name=model_name)
+        forgetting.recover_interrupted(settings, model_name=model_name, batches={run_id: batch})
         raise
-    try:  # the run is finished: failing to note why it did not hold must not fail it
-        batching.note_decision(settings, run_id=run_id, decision=decision)
-    except Exception as err:
-        logger.warning("run %s: batching decision not kept in the ledger (%s)", run_id, err)
     return summary
 
 

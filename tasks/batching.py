@@ -1,7 +1,9 @@
 """Batching of a model's pending requests: read them, decide (models/batching.py), record a hold.
 
 A held run changes no request: it only adds a `runs` row with status 'held' and the decision, so
-an auditor can see why a request was not processed on a given night, and a crash loses nothing."""
+an auditor can see why a request was not processed on a given night, and a crash loses nothing.
+A run that does not hold keeps its decision in the summary its finalizing transaction writes
+(tasks.ledger.finalize_run)."""
 
 from __future__ import annotations
 
@@ -72,18 +74,6 @@ def record_held(
     )
 
 
-def record_decision(
-    con: duckdb.DuckDBPyConnection, *, run_id: str, decision: BatchDecision
-) -> None:
-    """Keep why a finished run did not hold (`batch`) in its ledger summary."""
-    row = warehouse.fetch_one(con, "SELECT summary_json FROM runs WHERE run_id = ?", [run_id])
-    if row is None:
-        return
-    summary = json.loads(row[0]) if row[0] else {}
-    summary["batch"] = decision.as_dict()
-    con.execute("UPDATE runs SET summary_json = ? WHERE run_id = ?", [json.dumps(summary), run_id])
-
-
 def model_queue(
     con: duckdb.DuckDBPyConnection, *, salt: str, now: datetime
 ) -> list[dict[str, Any]]:
@@ -138,9 +128,3 @@ def hold(
         **({"dry_run": True} if dry_run else {}),
         "batch": decision.as_dict(),
     }
-
-
-@task(cache_policy=NO_CACHE, **STORE_RETRIES)
-def note_decision(settings: Settings, *, run_id: str, decision: BatchDecision) -> None:
-    with warehouse.connect(settings) as con:
-        record_decision(con, run_id=run_id, decision=decision)

@@ -49,8 +49,13 @@ def ingest_inbox(settings: Settings) -> list[FileOutcome]:
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
-def recover_interrupted(settings: Settings, *, model_name: str) -> list[str]:
-    """Finish or release runs that crashed: finished if MLflow holds their version, else released."""
+def recover_interrupted(
+    settings: Settings, *, model_name: str, batches: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
+    """Finish or release runs that crashed: finished if MLflow holds their version, else released.
+
+    `batches`: batching decisions by run id (the caller's own run), kept in the summary of a run
+    this finishes; a run that crashed in another process is finished without one."""
     notes = []
     with warehouse.connect(settings) as con:
         run_ids = ledger.interrupted_runs(con, model_name)
@@ -68,7 +73,13 @@ def recover_interrupted(settings: Settings, *, model_name: str) -> list[str]:
                 f"run {run_id}: interrupted before registration, {n} requests back to pending"
             )
             continue
-        _complete_registered_run(settings, model_name=model_name, run_id=run_id, version=version)
+        _complete_registered_run(
+            settings,
+            model_name=model_name,
+            run_id=run_id,
+            version=version,
+            batch=(batches or {}).get(run_id),
+        )
         notes.append(
             f"run {run_id}: version {version} was registered before the crash; ledger completed"
         )
@@ -76,9 +87,15 @@ def recover_interrupted(settings: Settings, *, model_name: str) -> list[str]:
 
 
 def _complete_registered_run(
-    settings: Settings, *, model_name: str, run_id: str, version: int
+    settings: Settings,
+    *,
+    model_name: str,
+    run_id: str,
+    version: int,
+    batch: dict[str, Any] | None = None,
 ) -> None:
-    """Finish the ledger of a run whose version MLflow already holds (found by its run tag)."""
+    """Finish the ledger of a run whose version MLflow already holds (found by its run tag);
+    `batch`: the run's batching decision, when known, for its summary."""
     stored = registry.load_version(settings, model_name, version)
     cert = stored.certificate
     registry.set_champion(settings, model_name, version)
@@ -92,7 +109,7 @@ def _complete_registered_run(
             certificate_sha256=cert.sha256(),
             guarantee=cert.guarantee,
             plan=None,
-            summary={"recovered": True},
+            summary={"recovered": True, **_batch_entry(batch)},
             version_row=_version_row(model_name, version, cert, stored.card["ledger"], run_id),
         )
 
@@ -326,17 +343,20 @@ def publish_and_finalize(
     plan: Plan,
     result: Unlearned,
     evaluation: dict[str, Any],
+    batch: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Certificate -> MLflow version + champion alias -> ledger finalized (in that order).
 
-    Idempotent, so retries are safe: if an earlier attempt registered the version, it is reused."""
+    `batch`: why the run did not hold (BatchDecision.as_dict()), stored in the run's summary by
+    the finalizing transaction. Idempotent, so retries are safe: if an earlier attempt registered
+    the version, it is reused."""
     done = registry.version_for_run(settings, ctx.model_name, claim.run_id)
     if done is not None:
         _complete_registered_run(
-            settings, model_name=ctx.model_name, run_id=claim.run_id, version=done
+            settings, model_name=ctx.model_name, run_id=claim.run_id, version=done, batch=batch
         )
         cert = registry.load_version(settings, ctx.model_name, done).certificate
-        return _summary(cert, claim=claim, why=plan.why)
+        return {**_summary(cert, claim=claim, why=plan.why), **_batch_entry(batch)}
     version = registry.next_version(settings, ctx.model_name)
     with warehouse.connect(settings) as con:
         index_digest = warehouse.training_index_sha256(con, ctx.dataset.name)
@@ -414,6 +434,7 @@ def publish_and_finalize(
     summary["plots"] = [
         f"models:/{ctx.model_name}/{published} -> plots/{p.name}" for p in plots.values()
     ]
+    summary.update(_batch_entry(batch))  # written once, with the run's outcome
     with warehouse.connect(settings) as con:
         if result.events is not None:  # a retrain's own learning events: the version's proxies
             kept = np.flatnonzero(~result.model.removed)
@@ -495,6 +516,11 @@ def _plots(ctx: Context, plan: Plan, out_dir: Path) -> dict[str, Path]:
     return made
 
 
+def _batch_entry(batch: dict[str, Any] | None) -> dict[str, Any]:
+    """The `batch` key of a run summary (absent when the decision is not known)."""
+    return {} if batch is None else {"batch": batch}
+
+
 def _summary(cert: Certificate, *, claim: ledger.Claim, why: str) -> dict[str, Any]:
     return {
         "model_name": cert.model_name,
@@ -515,10 +541,12 @@ def _summary(cert: Certificate, *, claim: ledger.Claim, why: str) -> dict[str, A
 
 
 @task(cache_policy=NO_CACHE, **STORE_RETRIES)
-def finalize_without_new_version(settings: Settings, *, claim: ledger.Claim) -> dict[str, Any]:
+def finalize_without_new_version(
+    settings: Settings, *, claim: ledger.Claim, batch: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Requests with no training sample left to forget (this model already forgot them, or the
     subject has test rows only, which the finalizing transaction withdraws): applied by the
-    current champion, no new version."""
+    current champion, no new version. `batch`: the run's batching decision, for its summary."""
     with warehouse.connect(settings) as con:
         latest = warehouse.latest_version(con, claim.model_name)
         ledger.finalize_run(
@@ -529,7 +557,8 @@ def finalize_without_new_version(settings: Settings, *, claim: ledger.Claim) -> 
             guarantee=latest["guarantee"],
             plan=None,
             summary={
-                "note": "no training sample left to forget: already forgotten or test rows only"
+                "note": "no training sample left to forget: already forgotten or test rows only",
+                **_batch_entry(batch),
             },
             version_row=None,
         )

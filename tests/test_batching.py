@@ -260,15 +260,29 @@ def test_min_batch_holds_then_runs_a_full_batch_a_deadline_and_a_manual_run(home
     assert planned["dry_run"] and planned["requests"] == 1 and "plan" in planned
     manual = run("--now")
     assert manual["version"] == 4 and manual["batch"]["reason"].startswith("manual run")
+    # 5. a subject this model already forgot: applied without a new version, on --now too
+    deliver(settings, "day5", [{"subject_id": "subject-3"}])
+    again = run("--now")
+    assert again["method"] == "none-needed" and again["version"] == 4
 
     with warehouse.connect(settings) as con:
         assert set(_states(con).values()) == {"applied"}
         runs = con.execute(
-            "SELECT status, json_extract_string(summary_json, '$.batch.reason') FROM runs "
-            "WHERE model_name = ? ORDER BY started_at",
+            "SELECT status, summary_json FROM runs WHERE model_name = ? ORDER BY started_at",
             [MODEL],
         ).fetchall()
         assert ledger.invariant_violations(con) == []
-    # every run keeps its batching decision in the ledger (the dry run records no hold)
-    assert [s for s, _ in runs] == ["held", "finished", "finished", "failed", "finished"]
-    assert runs[1][1].startswith("batch:") and runs[2][1].startswith("deadline:")
+    # every run keeps its batching decision in the ledger, each finished one in the summary its
+    # finalizing transaction wrote (the dry run records no hold; its release says "dry run")
+    assert [s for s, _ in runs] == [
+        "held",
+        "finished",
+        "finished",
+        "failed",
+        "finished",
+        "finished",
+    ]
+    stored = [json.loads(summary) for _, summary in runs]
+    assert [s["batch"] for s in stored[1:3]] == [full["batch"], forced["batch"]]
+    assert stored[4]["batch"] == manual["batch"] and stored[4]["version"] == 4
+    assert stored[5]["batch"]["reason"].startswith("manual run") and "note" in stored[5]
