@@ -86,6 +86,44 @@ clean rows of confidence 0.5-0.6 a retrain gets right: the second request of tes
 (8 such rows on a RUM-modified model) fails its audit with 3 rows unlearned (1 row with the
 forget term averaged over at least 8 rows). Training confidence does not separate a memorised
 canary from a hard clean row in that band; another proxy (e.g. forgetting events) might.
+
+## Tried: a second recorded proxy for RUM's high group (issue 5, session 5; not adopted)
+
+Question: does a proxy recorded in training (models/learning_events.py) tell the canaries that
+sit in the 0.5-0.6 confidence band (above) from hard clean rows of the same confidence?
+Measured on seeds 0-4 (30 epochs, 32 canaries; all 160 canaries vs the 7185 clean training rows
+of the five models). At confidence 0.35-0.7 (12 canaries, 382 clean rows), AUC of "canary above
+clean": forgetting events 0.45 (canaries 1-6, clean rows' 10/50/90% 1/3/5), binary accuracy 0.05
+and entropy 0.15 (both lower for canaries, as confidence is), max_confidence 0.84, and the gap
+max_confidence - confidence 0.97 (the model is confidently wrong about a canary, which sits in
+its source class's region; a hard clean row is ambiguous): canaries 0.08-0.47, clean rows'
+10/50/90% 0.01/0.04/0.14; past 0.2 lie 11 of the 12 canaries and 3 of the 318 clean rows of
+confidence 0.5-0.7 (past 0.1: 33). A "first-learnt epoch" is not recorded. No forget row of seeds
+0-4 has confidence 0.45-0.7 (the 40 forgotten canaries are all <= 0.41), so the audit cannot tune
+the rule there; 0.2 comes from the distributions above. Rule tried: high = confidence < 0.5 or
+gap > 0.2 (emulated by lowering such rows' confidence below 0.5 before rum_unlearn):
+
+| recipe | seeds 0-4 | fresh seeds 10-19 | cost |
+|---|---|---|---|
+| models/rum.py | 2/5 | 3/10 | 0.213 |
+| the candidate above | 5/5 | 7/10 | 0.222 |
+| the candidate, high < 0.5 or gap > 0.2 | 5/5 | 7/10 (the same runs) | 0.222 |
+| models/rum.py, high < 0.5 or gap > 0.2 | 3/5 | 7/10 | 0.222 |
+| retrain | - | 8/10 | 1 |
+| post hoc (after seeing 10-19): gap > 0.1, candidate / models/rum.py | - | 8/10, 8/10 | 0.223 |
+
+On seeds 10-19 three forgotten canaries are in the band: confidence 0.58 / 0.50 / 0.54 with gaps
+0.12 / 0.30 / 0.11 and 1 / 2 / 4 forgetting events (seeds 13, 15, 16). The gap shrinks as
+confidence passes 0.5 (a row fitted half the time is wrong by less on average), so just the
+canaries that need it sit in the clean rows' tail: over seeds 10-19's training sets (22 canaries,
+739 clean rows at 0.35-0.7) the gap's AUC is 0.96 and forgetting events' 0.37 (canaries have
+fewer), but the 8 canaries at 0.45-0.65 have gaps 0.11-0.30, and 58 of 606 clean rows at 0.5-0.7
+pass 0.1. Failures of the candidate with the gap rule: seed 13 (a one-row forget-accuracy gap
+the retrain fails too), 16 (the canary of gap 0.11 stays medium), 17 (retain_acc_gap 0.0227 >
+0.02: alpha 0.96 costs retain accuracy). Target (>= 8/10 on fresh seeds) not met; models/rum.py
+unchanged. Forgetting events cannot separate the two; the gap would need a level near 0.1, where
+NegGrad+ takes 1 in 10 hard clean rows of the band (the level-0.6 failure above), and any second
+proxy has to be carried by tasks/forgetting.py, models/unlearning.py and the planner as well.
 """
 
 
