@@ -9,10 +9,11 @@ Why each design choice keeps removal exact (bit-for-bit equal to training on D m
 - Q is the argmax of the closed-form smoothed probabilities, hence a deterministic threshold at
   +-g*(sigma, tau). A run is a function of (data, recipe, seed) only, and runs on D and on D \\ F
   take identical steps as long as no mean-gradient coordinate crosses +-g*.
-- Update w <- w - eta * Q(mean clipped loss gradient + m w). The L2 term is quantized WITH the loss
-  gradient: at a shared checkpoint it is identical on D and D \\ F, so it never enters the removal
-  shift, and it lets a run reach an exact fixed point (Q = 0 everywhere), after which every later
-  step is a no-op and is skipped (by training, replay and retrain alike).
+- Update w <- w - eta_t * Q(mean clipped loss gradient + m w), eta_t constant or halving
+  (`PcmuRecipe.step_size`). The L2 term is quantized WITH the loss gradient: at a shared
+  checkpoint it is identical on D and D \\ F, so it never enters the removal shift, and it lets
+  a run reach an exact fixed point (Q = 0 everywhere), after which every later step is a no-op
+  and is skipped (by training, replay and retrain alike).
 - The init is rounded to a 2^-20 grid and eta is best a power of two: weights are then exact
   lattice points, so a replay that rejoins the stored trajectory is caught by bitwise equality and
   the cheap data-dependent check resumes from there.
@@ -58,11 +59,25 @@ class PcmuRecipe:
     sigma: float = 0.005  # smoothing noise std of the per-coordinate ternary quantizer
     tau: float = 0.005  # dead zone: the noisy gradient quantizes to 0 inside [-tau, tau]
     clip: float = 1.0  # per-example loss-gradient norm bound C
-    eta: float = 0.25  # step per active coordinate; a power of two keeps weights exact
+    eta: float = 0.25  # step per active coordinate at step 0; a power of two keeps weights exact
     steps: int = 200  # T, full-batch steps (fewer are run once Q = 0 everywhere)
     m: float = 0.0  # L2 strength, quantized together with the loss gradient
     init_std: float = 0.01  # w0 ~ N(0, init_std^2) from the seed, rounded to INIT_GRID
     stop_at_fixed_point: bool = True  # skip the no-op steps after Q = 0 everywhere (exact)
+    halve_every: int = 0  # eta halves every this many steps (0: constant eta); see step_size
+
+    def step_size(self, t: int) -> float:
+        """eta at step t: eta * 2^-(t // halve_every), a power-of-two step decay.
+
+        Ours (algorithms.md sec. 2 stores "eta schedule" but names none): halving keeps every step
+        a power of two, so weights stay exact lattice points and a rejoin is still caught by
+        bitwise equality. With a constant eta a small PCMU run can circle a limit cycle until T or
+        stop at a fixed point whose step is a chaotic function of the data; with a fast decay
+        every run takes all T steps, so a replay from step t* costs exactly what the stored run
+        did after t* (benchmarks/results/pcmu_sisa_replay.md)."""
+        if self.halve_every <= 0:
+            return self.eta
+        return self.eta * 2.0 ** -(t // self.halve_every)
 
     def flip_point(self) -> float:
         return flip_point(sigma=self.sigma, tau=self.tau)
@@ -86,6 +101,10 @@ class PcmuRecipe:
             raise ValueError(f"eta must be > 0, got {self.eta}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if isinstance(self.halve_every, bool) or not isinstance(self.halve_every, int | np.integer):
+            raise ValueError(f"halve_every must be an integer, got {self.halve_every!r}")
+        if self.halve_every < 0:
+            raise ValueError(f"halve_every must be >= 0 (0: constant eta), got {self.halve_every}")
         if self.m < 0:
             raise ValueError(f"m must be >= 0, got {self.m}")
         if self.init_std < 0:
@@ -98,7 +117,8 @@ class PcmuRecipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PcmuRecipe:
-        """Inverse of `as_dict` (derived keys are ignored)."""
+        """Inverse of `as_dict` (derived keys are ignored). A missing key takes its default, so
+        a model stored before `halve_every` existed replays with the constant eta it trained with."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -278,6 +298,9 @@ class PcmuCheck:
     passed: bool
     first_flip_step: int | None
     grad_evals: float
+    # Every coordinate's new Q at the flipped step is certain, so the replay takes that step from
+    # the check's gradient without a full pass (pcmu_unlearn's `decided_q`).
+    flip_decided: bool = False
 
 
 @dataclass
@@ -394,7 +417,7 @@ def _descend(
             return segment
         if progress is not None:
             progress(t + 1, recipe.steps)
-        w = w - recipe.eta * q
+        w = w - recipe.step_size(t) * q
         if stored is not None and t + 1 < stored.shape[0] and torch.equal(w, stored[t + 1]):
             segment.weights, segment.next_step, segment.rejoined = w, t + 1, True
             return segment
@@ -576,7 +599,9 @@ def pcmu_check(
     with meter.timing():
         run = _check_steps(model, xt[f], yt[f], start=0, meter=meter)
     passed = run.stop == model.steps_run
-    return PcmuCheck(passed, None if passed else run.stop, run.grad_evals)
+    return PcmuCheck(
+        passed, None if passed else run.stop, run.grad_evals, run.decided_q is not None
+    )
 
 
 def pcmu_unlearn_grad_evals(
@@ -586,16 +611,18 @@ def pcmu_unlearn_grad_evals(
     data-dependent check it will repeat (`check`, on the same rows) and |F| = `removed`.
 
     Point estimate: the check plus a replay of the stored run's remaining steps,
-    (steps_run - t*) * (n - |F|) (algorithms.md sec. 2). The replay stops at its own fixed point,
-    which can come much earlier or later than the stored run's (chaotic: on digits shards
-    0.42x-2.4x of the estimate), so the estimate is not a bound. Upper bound: every step
+    (steps_run - t*) * (n - |F|) (algorithms.md sec. 2), less step t* when the check decided it.
+    With a constant eta the replay stops at its own fixed point, which can come much earlier or
+    later than the stored run's (chaotic: on digits shards 0.42x-2.4x of the estimate), so the
+    estimate is not a bound; a recipe whose runs take all T steps (eta halving, T = 40 in
+    models.pcmu_sisa.DEFAULT_SHARD_PCMU) makes it the cost, unless a replay rejoins or stops. Upper bound: every step
     t >= t* is computed at most once on the n - |F| retained rows (a run never passes T) and,
     after a bitwise rejoin, checked at most once again for |F| (checks stop at the stored
     steps_run; step t* is already in `check`): check + (T - t*)(n - |F|) + (steps_run - t* - 1)|F|."""
     if check.passed or check.first_flip_step is None:
         return check.grad_evals, check.grad_evals
     t, kept = check.first_flip_step, model.rows - removed
-    point = check.grad_evals + (model.steps_run - t) * kept
+    point = check.grad_evals + (model.steps_run - t - int(check.flip_decided)) * kept
     upper = (
         check.grad_evals
         + (model.recipe.steps - t) * kept
@@ -670,7 +697,7 @@ def pcmu_unlearn(
                 if recipe.stop_at_fixed_point and not bool(run.decided_q.any()):
                     weights = w
                     break
-                w, t = w - recipe.eta * run.decided_q, t + 1
+                w, t = w - recipe.step_size(t) * run.decided_q, t + 1
                 if progress is not None:
                     progress(t, recipe.steps)
                 if t == recipe.steps:

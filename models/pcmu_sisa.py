@@ -46,8 +46,12 @@ RECIPE_NAME = "pcmu-sisa"
 MIN_SHARD_ROWS = 2  # PcmuRecipe.validate's minimum; a smaller shard drops out of the ensemble
 _SHARD_SEED_STREAM = 2  # models.sisa uses streams 0 (assignment) and 1 (batch order)
 # Per-shard PCMU default: the digits setting with the best single-model accuracy in
-# benchmarks/results/pcmu_budget.md (0.947 at sigma 0.01, tau 0.005, C 0.5, eta 0.25).
-DEFAULT_SHARD_PCMU = PcmuRecipe(sigma=0.01, tau=0.005, clip=0.5, eta=0.25)
+# benchmarks/results/pcmu_budget.md (0.947 at sigma 0.01, tau 0.005, C 0.5, eta 0.25), with
+# T = 40 steps and eta halving every 10 (ours, benchmarks/results/pcmu_sisa_replay.md): every
+# shard then runs all T steps, so a replay's cost is known before it starts (constant eta, T = 200:
+# the planner's estimate was 0.15x-2.8x of a replay's cost), at 0.4 points less test accuracy and
+# 36% fewer training grad-evals.
+DEFAULT_SHARD_PCMU = PcmuRecipe(sigma=0.01, tau=0.005, clip=0.5, eta=0.25, steps=40, halve_every=10)
 _DERIVED_KEYS = ("flip_point", "optimizer")  # written by PcmuRecipe.as_dict, never read back
 
 
@@ -77,7 +81,18 @@ class ShardedPcmuRecipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardedPcmuRecipe:
-        """Inverse of `as_dict`, also used for user overrides: unknown keys are an error."""
+        """Inverse of `as_dict`. A stored recipe lists every PCMU field of its time, so a missing
+        one (e.g. `halve_every` before it existed) takes PcmuRecipe's default, the behaviour the
+        model was trained with; unknown keys are an error."""
+        return cls._parse(d, base=PcmuRecipe())
+
+    @classmethod
+    def from_overrides(cls, d: dict[str, Any]) -> ShardedPcmuRecipe:
+        """A user's partial recipe: missing keys take this recipe's defaults (DEFAULT_SHARD_PCMU)."""
+        return cls._parse(d, base=DEFAULT_SHARD_PCMU)
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], *, base: PcmuRecipe) -> ShardedPcmuRecipe:
         known = {"shards", *PcmuRecipe.__dataclass_fields__, *_DERIVED_KEYS}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -85,7 +100,7 @@ class ShardedPcmuRecipe:
                 f"unknown {RECIPE_NAME} parameter(s) {unknown}; known: {sorted(known)}"
             )
         pcmu = {k: d[k] for k in PcmuRecipe.__dataclass_fields__ if k in d}
-        return cls(shards=d.get("shards", cls.shards), pcmu=replace(DEFAULT_SHARD_PCMU, **pcmu))
+        return cls(shards=d.get("shards", cls.shards), pcmu=replace(base, **pcmu))
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -139,7 +154,8 @@ class ShardedPcmuModel:
 
     def retrain_grad_evals(self, n: int | None = None) -> float:
         """Grad-evals of retraining every shard: sum_s steps_s * n_s (models.pcmu's estimate), scaled
-        to n retained rows when given (an estimate: a retrain stops at its own fixed point)."""
+        to n retained rows when given (an estimate with a constant eta, where a retrain stops at
+        its own fixed point; exact when every shard runs all T steps, as with halving eta)."""
         live = [m for m in self.shard_models if m is not None]
         total = float(sum(pcmu_retrain_grad_evals(m, n=m.rows) for m in live))
         rows = sum(m.rows for m in live)

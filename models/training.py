@@ -103,7 +103,7 @@ def _fit_sharded_pcmu(
     """PCMU inside subject-disjoint SISA shards (models/pcmu_sisa.py); `groups`: subject per row."""
     from models.pcmu_sisa import ShardedPcmuRecipe, assign_shards_by_subject, train_sharded_pcmu
 
-    recipe = ShardedPcmuRecipe.from_dict(overrides)
+    recipe = ShardedPcmuRecipe.from_overrides(overrides)
     shard_of_row = assign_shards_by_subject(
         np.arange(len(y)) if groups is None else groups, shards=recipe.shards, seed=seed
     )

@@ -296,6 +296,30 @@ def test_training_cost_and_learning_events_cover_every_computed_step(digits):
     assert torch.equal(full.weights, model.weights)
 
 
+def test_halving_eta_steps_by_powers_of_two_and_replays_stay_exact(digits):
+    assert [DEFAULT.step_size(t) for t in (0, 9, 10, 25)] == [0.25] * 4
+    halving = dataclasses.replace(COARSE, steps=40, halve_every=10)
+    assert [halving.step_size(t) for t in (0, 9, 10, 25, 39)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    x, y, subjects = digits
+    model = train_pcmu(x, y, classes=10, recipe=halving, seed=SEED)
+    forget = _whole_subjects(subjects)[0]
+    result = pcmu_unlearn(model, x, y, forget, recipe=halving)
+    assert result.mode == "replay"
+    _assert_same_run(result.model, _retrain(x, y, forget, halving))
+
+
+def test_a_recipe_stored_before_halving_existed_keeps_its_constant_eta():
+    from models.pcmu_sisa import DEFAULT_SHARD_PCMU, ShardedPcmuRecipe
+
+    stored = {k: v for k, v in COARSE.as_dict().items() if k != "halve_every"}
+    assert PcmuRecipe.from_dict(stored) == COARSE
+    sharded = ShardedPcmuRecipe.from_dict({"shards": 4, **stored})
+    assert sharded.pcmu == COARSE and sharded.pcmu.halve_every == 0
+    # A user's partial override starts from the sharded default, which halves eta.
+    assert ShardedPcmuRecipe.from_overrides({"shards": 4}).pcmu == DEFAULT_SHARD_PCMU
+    assert DEFAULT_SHARD_PCMU.halve_every > 0
+
+
 def test_model_round_trips_through_arrays(coarse_model):
     again = PcmuModel.from_arrays(coarse_model.to_arrays(), recipe=COARSE)
     _assert_same_run(again, coarse_model)
@@ -314,6 +338,9 @@ def test_model_round_trips_through_arrays(coarse_model):
         ({"steps": 0}, "steps"),
         ({"m": -0.1}, "m"),
         ({"init_std": float("nan")}, "init_std"),
+        ({"halve_every": -1}, "halve_every"),
+        ({"halve_every": 2.5}, "halve_every"),
+        ({"halve_every": True}, "halve_every"),
     ],
 )
 def test_invalid_recipe_raises_value_error_naming_the_parameter(digits, change, name):
