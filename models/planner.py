@@ -503,7 +503,7 @@ def enumerate_candidates(
     data: tuple[np.ndarray, np.ndarray] | None = None,
     proxies: np.ndarray | None = None,
     audit_reference_grad_evals: float = 0.0,
-    rum_canary_rows: np.ndarray | None = None,
+    rum_rows: np.ndarray | None = None,
 ) -> list[Candidate]:
     """Every path this model's lineage allows for removing `forget_rows`, with predicted cost.
 
@@ -512,8 +512,10 @@ def enumerate_candidates(
     training row, recorded at training) makes RUM's prediction exact;
     `audit_reference_grad_evals` is the one-off cost of RUM's audit references when they are not
     cached yet (0 when they are; tasks.verification.audit_reference_grad_evals);
-    `rum_canary_rows`: production canaries RUM forgets too (models/canaries.py), priced into
-    its candidate only (certified and exact paths take none)."""
+    `rum_rows`: the rows RUM removes, `forget_rows` plus the run's production canaries
+    (models/canaries.py), formed by the caller alone (tasks.forgetting.Context.rows_for) so that
+    RUM is priced on exactly the rows it will forget; priced into its candidate only (certified
+    and exact paths take no canaries). None: `forget_rows`."""
     removed, n_retained = len(forget_rows), model.n_retained
     if not 0 < removed <= n_retained:
         raise ValueError(f"removed must be in [1, n_retained={n_retained}], got {removed}")
@@ -549,17 +551,13 @@ def enumerate_candidates(
             )
         )
     if model.recipe_name == "mlp" and policy.guarantee == "audited":
-        extra = np.asarray([] if rum_canary_rows is None else rum_canary_rows, dtype=np.int64)
+        rum = forget_rows if rum_rows is None else np.asarray(rum_rows, dtype=np.int64)
+        if len(np.setdiff1d(forget_rows, rum)):
+            raise ValueError("rum_rows must hold every row of forget_rows")
         candidates.append(
-            _rum_candidate(
-                model,
-                np.union1d(forget_rows, extra),
-                n_after - len(np.setdiff1d(extra, forget_rows)),
-                proxies,
-                audit_reference_grad_evals,
-            )
+            _rum_candidate(model, rum, n_retained - len(rum), proxies, audit_reference_grad_evals)
         )
-        candidates[-1].params["canaries"] = len(extra)
+        candidates[-1].params["canaries"] = len(np.setdiff1d(rum, forget_rows))
     if model.lineage == "pcmu" and model.recipe_name == "pcmu" and data is not None:
         candidates.append(_pcmu_candidate(model, forget_rows, data))
     if model.lineage == "pcmu" and model.recipe_name == "pcmu-sisa" and data is not None:

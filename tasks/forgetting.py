@@ -166,7 +166,8 @@ class Context:
 
     def rows_for(self, path: str) -> np.ndarray:
         """Rows `path` removes: the request's, plus this run's canaries for RUM (only RUM's
-        audit needs them; on certified paths they would cost epsilon or budget for nothing)."""
+        audit needs them; on certified paths they would cost epsilon or budget for nothing).
+        The one place that forms RUM's rows: planning, unlearning and the audit all take them."""
         if path == "rum" and len(self.canary_rows):
             return np.union1d(self.forget_rows, self.canary_rows)
         return self.forget_rows
@@ -251,7 +252,7 @@ def plan_forgetting(ctx: Context, *, policy: Policy, exclude: tuple[str, ...] = 
         data=(ctx.data.x, ctx.data.y),
         proxies=ctx.confidence,
         audit_reference_grad_evals=ctx.audit_reference_grad_evals,
-        rum_canary_rows=ctx.canary_rows,
+        rum_rows=ctx.rows_for("rum"),  # priced on exactly the rows `unlearn` gives RUM
     )
     for c in candidates:
         if c.path in exclude and not c.rejected:

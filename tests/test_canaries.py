@@ -69,24 +69,70 @@ def test_planner_prices_rum_with_its_canaries_and_no_other_path_takes_them() -> 
     confidence = run.events.proxies()["confidence"]
     rows = np.arange(4)
 
-    def plan(extra: np.ndarray | None) -> dict:
+    def plan(rum_rows: np.ndarray | None) -> dict:
         candidates = enumerate_candidates(
             run.model,
             rows,
             policy=AUDITED,
             ledger=ModelLedger(lineage="plain", seconds_per_grad_eval_by_path={"rum": 1e-5}),
             proxies=confidence,
-            rum_canary_rows=extra,
+            rum_rows=rum_rows,
         )
         return {c.path: c for c in candidates}
 
-    plain, with_canaries = plan(None), plan(next_canaries(run.model.removed, data.n_dataset))
+    canaries = next_canaries(run.model.removed, data.n_dataset)
+    plain, with_canaries = plan(None), plan(np.union1d(rows, canaries))
     rum = with_canaries["rum"]
     assert rum.params["canaries"] == CANARIES_PER_RUM_RUN
     assert sum(rum.params["group_sizes"].values()) == len(rows) + CANARIES_PER_RUM_RUN
     assert rum.predicted_grad_evals > plain["rum"].predicted_grad_evals
     retrain = with_canaries["retrain"]
     assert retrain.predicted_grad_evals == plain["retrain"].predicted_grad_evals
+    with pytest.raises(ValueError, match="every row of forget_rows"):
+        plan(canaries)  # RUM's rows must include the request's
+
+
+def test_the_planner_prices_exactly_the_rows_rum_forgets_canaries_included() -> None:
+    """plan_forgetting prices RUM on Context.rows_for("rum"), the rows `unlearn` hands it: the
+    predicted grad-evals are what RUM spends and its memorisation groups are the ones it splits."""
+    from data_contracts.certificate import Certificate, Cost
+    from models.planner import ModelLedger
+    from models.training import train_model
+    from tasks import forgetting
+
+    ds = load_digits_dataset()
+    # 30 epochs (the default): RUM is clearly cheaper than a retrain, so it is chosen
+    run = train_model(ds, recipe_name="mlp", seed=0, canaries=CANARIES)
+    data = model_training_data(ds, run.model)
+    ctx = forgetting.Context(
+        model_name=MODEL,
+        dataset=ds,
+        parent_version=1,
+        parent=run.model,
+        parent_certificate=Certificate(  # not read by planning or unlearning
+            model_name=MODEL,
+            model_version=1,
+            parent_certificate_sha256=None,
+            method="train",
+            guarantee="exact",
+            lineage=run.model.lineage,
+            weights_sha256="0" * 64,
+            cost=Cost(grad_evals=0, seconds=0, retrain_grad_evals=0),
+        ),
+        ledger=ModelLedger(lineage="plain", seconds_per_grad_eval_by_path={"rum": 1e-5}),
+        forget_rows=np.arange(4, dtype=np.int64),
+        test_rows=ds.test_rows(),
+        test_rows_withdrawn=0,
+        data=data,
+        canary_rows=next_canaries(run.model.removed, data.n_dataset),
+        confidence=run.events.proxies()["confidence"],
+    )
+    plan = forgetting.plan_forgetting.fn(ctx, policy=AUDITED)
+    assert plan.chosen.path == "rum" and plan.chosen.params["canaries"] == CANARIES_PER_RUM_RUN
+    done = forgetting.unlearn.fn(ctx, plan=plan, seed=0)
+    assert np.array_equal(np.flatnonzero(done.model.removed), ctx.rows_for("rum"))
+    assert done.cost.grad_evals == plan.chosen.predicted_grad_evals
+    assert plan.chosen.params["group_sizes"] == done.parameters["group_sizes"]
 
 
 def test_canary_check_without_forgotten_canaries_passes_and_says_so() -> None:
