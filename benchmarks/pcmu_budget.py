@@ -66,9 +66,15 @@ DIGITS_EXTRA = (
 )
 
 # PCMU in shards (digits): shard counts, and per-shard recipes = the two most accurate single-model
-# settings of the first table (sigma 0.01, tau 0.005, C 0.5 and sigma 0.002, tau 0.002, C 1).
+# settings of the first table (sigma 0.01, tau 0.005, C 0.5 and sigma 0.002, tau 0.002, C 1), the
+# first both with the recipe's default schedule (eta halving every 10 steps, T = 40) and with the
+# constant eta, T = 200 it had before (benchmarks/results/pcmu_sisa_replay.md compares them).
 SHARD_COUNTS = (8, 16, 32)
-SHARD_RECIPES = (DEFAULT_SHARD_PCMU, PcmuRecipe(sigma=0.002, tau=0.002, clip=1.0, eta=ETA))
+SHARD_RECIPES = (
+    DEFAULT_SHARD_PCMU,
+    replace(DEFAULT_SHARD_PCMU, steps=200, halve_every=0),
+    PcmuRecipe(sigma=0.002, tau=0.002, clip=1.0, eta=ETA),
+)
 ACCURACY_TOLERANCE = 0.02  # "within ~2 points of the single model"
 BATCH_SUBJECTS = 10  # a day's requests applied as one forget set
 
@@ -316,22 +322,29 @@ def measure_sharded(
     )
 
 
+def schedule(p: PcmuRecipe) -> str:
+    """The step schedule of a per-shard recipe, as the sharded table shows it."""
+    if p.halve_every:
+        return f"T {p.steps}, eta halves every {p.halve_every}"
+    return f"T {p.steps}, constant eta"
+
+
 def sharded_markdown(rows: list[ShardedRow], reference: float) -> str:
     header = (
-        "| per-shard sigma / tau / C | S | rows per shard | steps per shard (median / max) "
+        "| per-shard sigma / tau / C | schedule | S | rows per shard | steps per shard (median / max) "
         "| test acc | single PCMU acc | check pass | exact | / ensemble retrain (mean / max) "
         "| / single-model retrain (mean / max) | <= 10% of ensemble | <= 10% of single "
         "| unlearn grad-evals | ensemble retrain grad-evals | unlearn s | ensemble retrain s "
         f"| batch of {BATCH_SUBJECTS}: / ensemble retrain (shards touched) |"
     )
-    lines = [header, "|" + "---|" * 17]
+    lines = [header, "|" + "---|" * 18]
     target = TARGET_FRACTION_OF_RETRAIN
     for r in rows:
         p = r.recipe
         n_ens = sum(f <= target for f in r.vs_ensemble)
         n_single = sum(f <= target for f in r.vs_single)
         lines.append(
-            f"| {p.sigma:g} / {p.tau:g} / {p.clip:g} | {r.shards} | {r.shard_rows_median:g} "
+            f"| {p.sigma:g} / {p.tau:g} / {p.clip:g} | {schedule(p)} | {r.shards} | {r.shard_rows_median:g} "
             f"| {r.steps_median:g} / {r.steps_max} | {r.accuracy:.3f} | {r.single.accuracy:.3f} "
             f"| {r.passed}/{r.subjects} | {r.exact}/{r.subjects + 1} "
             f"| {np.mean(r.vs_ensemble):.2%} / {max(r.vs_ensemble):.2%} "
@@ -357,12 +370,13 @@ def sharded_summary(rows: list[ShardedRow], reference: float) -> str:
         r = max(ok, key=lambda r: r.accuracy)
         return (
             f"S = {r.shards} with sigma {r.recipe.sigma:g}, tau {r.recipe.tau:g}, "
-            f"C {r.recipe.clip:g}: mean {np.mean(getattr(r, key)):.2%} (max "
+            f"C {r.recipe.clip:g}, {schedule(r.recipe)}: mean {np.mean(getattr(r, key)):.2%} (max "
             f"{max(getattr(r, key)):.2%}) at test acc {r.accuracy:.3f}"
         )
 
     strict = [
-        f"S = {r.shards} (sigma {r.recipe.sigma:g}, C {r.recipe.clip:g}, acc {r.accuracy:.3f})"
+        f"S = {r.shards} (sigma {r.recipe.sigma:g}, C {r.recipe.clip:g}, {schedule(r.recipe)}, "
+        f"acc {r.accuracy:.3f})"
         for r in close
         if max(r.vs_ensemble) <= target and max(r.vs_single) <= target
     ]
@@ -475,9 +489,10 @@ Reading the table:
 ## PCMU inside SISA shards (digits, recipe `pcmu-sisa`, models/pcmu_sisa.py)
 
 S subject-disjoint shards (every row of a subject in one shard, so one request touches one shard),
-each an independent PCMU run with the per-shard recipe shown (eta {ETA:g}, T = 200, fixed-point
-stop, seed per shard); prediction averages the shards' probabilities. Each of the same
-{rows[0].subjects} subjects is removed on its own: the affected shard runs
+each an independent PCMU run with the per-shard recipe shown (eta {ETA:g} at step 0, seed per
+shard; schedule: constant eta with a stop at the exact fixed point, or eta halving every 10 steps,
+the recipe's default, under which every shard runs all T steps); prediction averages the shards'
+probabilities. Each of the same {rows[0].subjects} subjects is removed on its own: the affected shard runs
 PCMU's budget / check / replay; the others are untouched. Columns:
 - single PCMU acc: one PCMU model with the per-shard recipe on all training rows.
 - / ensemble retrain: unlearning grad-evals over the measured grad-evals of training the same
@@ -496,8 +511,8 @@ Reading this table:
   replays its shard: the cost is about one shard's share of the ensemble, ~1/S. The saving comes
   from isolation, not from PCMU's check; PCMU's part is that the replay is exact and starts at the
   first flipped step.
-- The ensemble's own retrain can cost more or less than a single model's: shards stop at their
-  own fixed points (some run all T = 200 steps), so (a) and (b) differ.
+- The ensemble's own retrain can cost more or less than a single model's: with a constant eta
+  shards stop at their own fixed points (some run all T = 200 steps), so (a) and (b) differ.
 - A batch touches up to min(S, batch) shards, so batching saves little per subject once requests
   spread over most shards; slicing each shard (SISA's R slices with a checkpoint each) would save
   at most a further ~2x and is not implemented.

@@ -153,8 +153,10 @@ class Candidate:
         Exact: PNSGD (epochs x n), SISA (slices replayed from the assignment), RUM with the
         training-time proxy, PNSGD and MLP retrains (epochs x n). Already a bound: RUM without the
         proxy. Only an estimate: PCMU / PCMU-in-shards replays and the retrains of those recipes,
-        which stop at a fixed point no cheap predictor places (models.pcmu.pcmu_unlearn_grad_evals),
-        and a SISA retrain (balanced shards assumed); those carry an explicit upper_grad_evals."""
+        which with a constant eta stop at a fixed point no cheap predictor places (with halving
+        eta every run takes all T steps and the estimate is the cost;
+        models.pcmu.pcmu_unlearn_grad_evals), and a SISA retrain (balanced shards assumed); those
+        carry an explicit upper_grad_evals."""
         return self.predicted_grad_evals if self.upper_grad_evals is None else self.upper_grad_evals
 
     @property
@@ -332,8 +334,9 @@ def _sharded_pcmu_candidate(
 ) -> Candidate:
     """PCMU per affected SISA shard (models/pcmu_sisa.py): each shard's budget, else its
     data-dependent check run now (counted) plus the replay it implies, (steps_run - t*) *
-    (n_s - |F_s|). Not a bound: a replay stops at its own fixed point, earlier or later than the
-    stored run's; upper_grad_evals replays every shard to T (algorithms.md sec. 2; Bourtoule et
+    (n_s - |F_s|). Not a bound: with a constant eta a replay stops at its own fixed point,
+    earlier or later than the stored run's (the default halving eta runs every shard to T, so
+    there the estimate is the cost); upper_grad_evals replays every shard to T (algorithms.md sec. 2; Bourtoule et
     al., arXiv 1912.03817, sec. IV)."""
     from models.cost import CostMeter
     from models.pcmu_sisa import predict_unlearn_grad_evals

@@ -272,6 +272,12 @@ BOUND_SUBJECTS = {"subject-180": "past", "subject-433": "past", "subject-449": "
 TYPICAL_SUBJECT = "subject-29"
 
 
+def _execute(chosen, candidates, model, data, forget, *, seed=SEED):
+    """Run the chosen candidate of a pcmu-lineage plan, as the flow does."""
+    plan = Plan(chosen=chosen, candidates=candidates, why="test")
+    return execute(plan, model, *data, forget, ledger=ModelLedger(lineage="pcmu"), seed=seed)
+
+
 @pytest.fixture(scope="module")
 def constant_eta(digits) -> ForgettableModel:
     return train_model(digits, recipe_name=RECIPE_NAME, seed=SEED, overrides=CONSTANT_ETA).model
@@ -305,15 +311,7 @@ def test_upper_bound_holds_where_the_replay_outruns_the_stored_fixed_point(
     row = next(r for r in choose(candidates, policy).table() if r["path"] == "pcmu-sisa")
     assert row["upper_grad_evals"] == cand.upper_grad_evals
 
-    done = execute(
-        Plan(chosen=cand, candidates=candidates, why="test"),
-        constant_eta,
-        x,
-        y,
-        forget,
-        ledger=ModelLedger(lineage="pcmu"),
-        seed=SEED,
-    )
+    done = _execute(cand, candidates, constant_eta, (x, y), forget)
     after = done.model.sharded_pcmu_state().shard_models[int(shard)]
     assert done.cost.grad_evals <= cand.upper_grad_evals
     if BOUND_SUBJECTS.get(subject) == "past":
@@ -333,15 +331,7 @@ def test_a_pcmu_sisa_retrain_stays_under_t_steps_on_every_shard(split, constant_
     )
     retrain = next(c for c in candidates if c.path == "retrain")
     assert retrain.upper_grad_evals == 200 * (constant_eta.n_retained - len(forget))
-    done = execute(
-        Plan(chosen=retrain, candidates=candidates, why="test"),
-        constant_eta,
-        x,
-        y,
-        forget,
-        ledger=ModelLedger(lineage="pcmu"),
-        seed=SEED + 1,
-    )
+    done = _execute(retrain, candidates, constant_eta, (x, y), forget, seed=SEED + 1)
     assert 0 < done.cost.grad_evals <= retrain.upper_grad_evals
 
 
@@ -392,15 +382,7 @@ def test_default_recipe_replays_cost_what_the_planner_predicts(split, default_sh
             default_sharded, forget, policy=policy, ledger=ModelLedger("pcmu"), data=(x, y)
         )
         cand = next(c for c in candidates if c.path == "pcmu-sisa")
-        done = execute(
-            Plan(chosen=cand, candidates=candidates, why="test"),
-            default_sharded,
-            x,
-            y,
-            forget,
-            ledger=ModelLedger(lineage="pcmu"),
-            seed=SEED,
-        )
+        done = _execute(cand, candidates, default_sharded, (x, y), forget)
         assert done.cost.grad_evals <= cand.upper_grad_evals
         after = done.model.sharded_pcmu_state()
         for shard in cand.params["per_shard"]:
