@@ -18,6 +18,7 @@ from models.pcmu import (
     cohen_radius,
     flip_point,
     margin,
+    min_cohen_radius,
     pcmu_check,
     pcmu_retrain_grad_evals,
     pcmu_unlearn,
@@ -107,6 +108,17 @@ def test_stored_margins_are_exact_distances_to_the_flip_points(coarse_model):
     assert int(ok.sum()) > 1000
     assert torch.equal(inside[ok], q[ok])
     assert bool((across[ok] != q[ok]).all())
+
+
+@pytest.mark.parametrize("recipe", [COARSE, DEFAULT], ids=["coarse", "default"])
+def test_min_cohen_radius_equals_the_minimum_over_every_entry(coarse_model, recipe):
+    g = (coarse_model.mean_gradients + recipe.m * coarse_model.checkpoints).numpy()
+    flip = recipe.flip_point()
+    near = flip * np.array([0.0, 0.5, 0.999, 1.0, 1.001, 2.0, 40.0])
+    for values in (g, np.concatenate([-near, near]), near[near > flip], near[near <= flip]):
+        brute = float(cohen_radius(values, sigma=recipe.sigma, tau=recipe.tau).min())
+        fast = min_cohen_radius(values, sigma=recipe.sigma, tau=recipe.tau)
+        assert fast == pytest.approx(brute, rel=1e-12, abs=1e-18)
 
 
 def test_exact_margin_is_never_smaller_than_cohens_radius(coarse_model):
