@@ -89,19 +89,22 @@ canary from a hard clean row in that band; another proxy (e.g. forgetting events
 
 ## Tried: a second recorded proxy for RUM's high group (issue 5, session 5; not adopted)
 
-Question: does a proxy recorded in training (models/learning_events.py) tell the canaries that
-sit in the 0.5-0.6 confidence band (above) from hard clean rows of the same confidence?
-Measured on seeds 0-4 (30 epochs, 32 canaries; all 160 canaries vs the 7185 clean training rows
-of the five models). At confidence 0.35-0.7 (12 canaries, 382 clean rows), AUC of "canary above
-clean": forgetting events 0.45 (canaries 1-6, clean rows' 10/50/90% 1/3/5), binary accuracy 0.05
-and entropy 0.15 (both lower for canaries, as confidence is), max_confidence 0.84, and the gap
-max_confidence - confidence 0.97 (the model is confidently wrong about a canary, which sits in
-its source class's region; a hard clean row is ambiguous): canaries 0.08-0.47, clean rows'
-10/50/90% 0.01/0.04/0.14; past 0.2 lie 11 of the 12 canaries and 3 of the 318 clean rows of
-confidence 0.5-0.7 (past 0.1: 33). A "first-learnt epoch" is not recorded. No forget row of seeds
-0-4 has confidence 0.45-0.7 (the 40 forgotten canaries are all <= 0.41), so the audit cannot tune
-the rule there; 0.2 comes from the distributions above. Rule tried: high = confidence < 0.5 or
-gap > 0.2 (emulated by lowering such rows' confidence below 0.5 before rum_unlearn):
+Question: does a proxy recorded in training (models/learning_events.py) tell the canaries that sit
+in the 0.5-0.6 confidence band (above) from hard clean rows of the same confidence? Measured on
+seeds 0-4 (30 epochs, 32 canaries; all 160 canaries vs the 7185 clean training rows of the five
+models; reproduced by `python -m benchmarks.rum_proxy_separation`, and with `--seeds 10
+--seed-offset 10` for seeds 10-19's figures below; the audit trial of the rule was a one-off
+emulation, not kept since the rule was not adopted). At confidence 0.35-0.7 (12 canaries, 382 clean
+rows), AUC of "canary above clean": forgetting events 0.45 (canaries 1-6, clean rows' 10/50/90%
+1/3/5), binary accuracy 0.05 and entropy 0.15 (both lower for canaries, as confidence is),
+max_confidence 0.84, and the gap max_confidence - confidence 0.97 (the model is confidently wrong
+about a canary, which sits in its source class's region; a hard clean row is ambiguous): canaries
+0.08-0.47, clean rows' 10/50/90% 0.01/0.04/0.14; past 0.2 lie 11 of the 12 canaries and 3 of the
+318 clean rows of confidence 0.5-0.7 (past 0.1: 33). A "first-learnt epoch" is not recorded. No
+forget row of seeds 0-4 has confidence 0.45-0.7 (the 40 forgotten canaries are all <= 0.41), so the
+audit cannot tune the rule there; 0.2 comes from the distributions above. Rule tried: high =
+confidence < 0.5 or gap > 0.2 (emulated by lowering such rows' confidence below 0.5 before
+rum_unlearn):
 
 | recipe | seeds 0-4 | fresh seeds 10-19 | cost |
 |---|---|---|---|
