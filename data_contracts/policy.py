@@ -36,3 +36,11 @@ class Policy(BaseModel):
 
     def meets(self, guarantee: Guarantee) -> bool:
         return GUARANTEE_RANK[guarantee] >= GUARANTEE_RANK[self.guarantee]
+
+    def overridden_by(self, overrides: Policy | None) -> Policy:
+        """This policy with the fields `overrides` was given explicitly (a run's flags or form
+        fields), validated together; the rest, e.g. a stored min_batch, stay as they are."""
+        if overrides is None:
+            return self
+        given = overrides.model_dump(include=overrides.model_fields_set)
+        return Policy.model_validate({**self.model_dump(), **given})

@@ -17,8 +17,8 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 class ForgetRunParameters(BaseModel):
     """One forgetting run: which model, extra manifests, policy overrides, and dry run.
 
-    With no policy field set, each model's stored policy applies; otherwise unset fields keep the
-    defaults of data_contracts.policy.Policy."""
+    Each model's stored policy applies, with the policy fields set here replacing its own for this
+    run (data_contracts.policy.Policy.overridden_by)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,7 +80,8 @@ class ForgetRunParameters(BaseModel):
 
     def policy(self) -> Policy | None:
         """None without overrides: each model's own policy (`forgetflow policy`) applies, as in
-        `forgetflow run`. With any override: the defaults with the overrides, for this run only."""
+        `forgetflow run`. Otherwise a Policy whose explicitly set fields are the overrides; the
+        flow lays them over each model's stored policy for this run only."""
         overrides = {
             name: getattr(self, name)
             for name in (

@@ -396,7 +396,7 @@ def policy(
         current = warehouse.stored_policy(con, model) or Policy()
         if changes:
             try:
-                current = Policy(**{**current.model_dump(), **changes})
+                current = current.overridden_by(Policy(**changes))
             except ValueError as err:
                 raise ForgetflowError(f"invalid policy for '{model}': {err}") from None
             warehouse.store_policy(con, model, current)

@@ -135,7 +135,8 @@ def forget_flow(
 ) -> dict[str, Any]:
     """Ingest the inbox and make each model (or `model_name`) forget its pending requests.
 
-    `policy` overrides every model's own policy (`forgetflow policy`) for this run only;
+    `policy`: its explicitly given fields override each model's own policy (`forgetflow policy`)
+    for this run only, the other fields stay as stored;
     `run_now` runs even where the policy would hold a small batch (a manual run)."""
     quiet_libraries()
     settings = Settings()
@@ -144,7 +145,8 @@ def forget_flow(
     with warehouse.connect(settings) as con:
         known = warehouse.model_names(con)
         policies = {
-            name: policy or warehouse.stored_policy(con, name) or Policy() for name in known
+            name: (warehouse.stored_policy(con, name) or Policy()).overridden_by(policy)
+            for name in known
         }
     if model_name is not None and model_name not in known:
         raise ForgetflowError(

@@ -255,6 +255,14 @@ def test_min_batch_holds_then_runs_a_full_batch_a_deadline_and_a_manual_run(home
     deliver(settings, "day4", [{"subject_id": "subject-5"}])
     (dry,) = forget_deployment(ForgetRunParameters(model_name=MODEL, dry_run=True))["models"]
     assert dry["method"] == "would hold" and "1 pending < min_batch 3" in dry["batch"]["reason"]
+    # an override of another field keeps the stored min_batch (it used to fall back to 1)
+    eps = ForgetRunParameters(model_name=MODEL, dry_run=True, epsilon=2.0)
+    (dry_eps,) = forget_deployment(eps)["models"]
+    assert dry_eps["method"] == "would hold", dry_eps
+    (cli_eps,) = cli_json(["run", "--model", MODEL, "--json", "--dry-run", "--epsilon", "2"])[
+        "models"
+    ]
+    assert cli_eps["method"] == "would hold", cli_eps
     now_dry = ForgetRunParameters(model_name=MODEL, dry_run=True, run_now=True)
     (planned,) = forget_deployment(now_dry)["models"]
     assert planned["dry_run"] and planned["requests"] == 1 and "plan" in planned

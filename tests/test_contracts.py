@@ -74,6 +74,16 @@ def test_policy_validates_and_orders_guarantees() -> None:
         Policy(guarantee="none")
 
 
+def test_policy_overrides_replace_only_the_fields_they_were_given() -> None:
+    stored = Policy(guarantee="exact", min_batch=5, max_hold_days=2.0)
+    assert stored.overridden_by(None) is stored
+    run = stored.overridden_by(Policy(epsilon=2.0))
+    assert (run.guarantee, run.epsilon, run.min_batch, run.max_hold_days) == ("exact", 2.0, 5, 2.0)
+    # a field given explicitly wins even when it equals the default
+    assert stored.overridden_by(Policy(min_batch=1)).min_batch == 1
+    assert stored.overridden_by(Policy.model_validate({"guarantee": "certified"})).min_batch == 5
+
+
 def test_published_certificate_schema_matches_the_model() -> None:
     import json
     from pathlib import Path
