@@ -37,7 +37,7 @@ from models.logreg import DTYPE, accuracy, per_example_gradients
 from models.pcmu import (
     PcmuModel,
     PcmuRecipe,
-    cohen_radius,
+    min_cohen_radius,
     pcmu_unlearn,
     train_pcmu,
     worst_case_budget,
@@ -126,7 +126,7 @@ def measure(ds: Dataset, recipe: PcmuRecipe, forget_sets: list[np.ndarray], *, s
     y_test = torch.as_tensor(ds.labels[te])
     model = train_pcmu(x, y, classes=ds.classes, recipe=recipe, seed=seed)
     full = (model.mean_gradients + recipe.m * model.checkpoints).numpy()
-    cohen_min = float(cohen_radius(full, sigma=recipe.sigma, tau=recipe.tau).min())
+    cohen_min = min_cohen_radius(full, sigma=recipe.sigma, tau=recipe.tau)
     slack = float(model.slack.max())
     budget_cohen = worst_case_budget(n=len(y), radius=cohen_min - slack, clip=recipe.clip)
 

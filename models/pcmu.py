@@ -631,12 +631,13 @@ def pcmu_unlearn_grad_evals(
     Point estimate: the check plus a replay of the stored run's remaining steps,
     (steps_run - t*) * (n - |F|) (algorithms.md sec. 2), less step t* when the check decided it.
     With a constant eta the replay stops at its own fixed point, which can come much earlier or
-    later than the stored run's (chaotic: on digits shards 0.42x-2.4x of the estimate), so the
-    estimate is not a bound; a recipe whose runs take all T steps (eta halving, T = 40 in
-    models.pcmu_sisa.DEFAULT_SHARD_PCMU) makes it the cost, unless a replay rejoins or stops. Upper bound: every step
-    t >= t* is computed at most once on the n - |F| retained rows (a run never passes T) and,
-    after a bitwise rejoin, checked at most once again for |F| (checks stop at the stored
-    steps_run; step t* is already in `check`): check + (T - t*)(n - |F|) + (steps_run - t* - 1)|F|."""
+    later than the stored run's (chaotic: on digits shards the estimate is 0.15x-2.8x the cost,
+    benchmarks/results/pcmu_sisa_replay.md), so the estimate is not a bound; a recipe whose runs
+    take all T steps (eta halving, T = 40 in models.pcmu_sisa.DEFAULT_SHARD_PCMU) makes it the
+    cost, unless a replay rejoins or stops. Upper bound: every step t >= t* is computed at most
+    once on the n - |F| retained rows (a run never passes T) and, after a bitwise rejoin, checked
+    at most once again for |F| (checks stop at the stored steps_run; step t* is already in
+    `check`): check + (T - t*)(n - |F|) + (steps_run - t* - 1)|F|."""
     if check.passed or check.first_flip_step is None:
         return check.grad_evals, check.grad_evals
     t, kept = check.first_flip_step, model.rows - removed

@@ -336,8 +336,8 @@ def _sharded_pcmu_candidate(
     data-dependent check run now (counted) plus the replay it implies, (steps_run - t*) *
     (n_s - |F_s|). Not a bound: with a constant eta a replay stops at its own fixed point,
     earlier or later than the stored run's (the default halving eta runs every shard to T, so
-    there the estimate is the cost); upper_grad_evals replays every shard to T (algorithms.md sec. 2; Bourtoule et
-    al., arXiv 1912.03817, sec. IV)."""
+    there the estimate is the cost); upper_grad_evals replays every shard to T (algorithms.md
+    sec. 2; Bourtoule et al., arXiv 1912.03817, sec. IV)."""
     from models.cost import CostMeter
     from models.pcmu_sisa import predict_unlearn_grad_evals
 
